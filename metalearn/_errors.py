@@ -1,0 +1,56 @@
+"""The exceptions metalearn raises.
+
+Hierarchy::
+
+    MetalearnError
+    ├── InvalidRecordError (also a ValueError)   a plan, step or import row is malformed
+    └── DuplicatePlanError                       a plan_id is already in the store
+
+Every message names the record (plan id, step index or import row) and the field, and
+says what would have been accepted.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DuplicatePlanError", "InvalidRecordError", "MetalearnError"]
+
+
+class MetalearnError(Exception):
+    """Base class of every error metalearn raises on purpose."""
+
+
+class InvalidRecordError(MetalearnError, ValueError):
+    """A plan, a step or a row of an import is malformed.
+
+    The attributes say where: ``plan_id`` and ``step_index`` (``None`` when unknown),
+    ``field`` (the offending field or column), ``row`` (0-based position in an imported
+    table, ``None`` for records built in code) and ``table`` (``"plans"`` or ``"steps"``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plan_id: str | None = None,
+        step_index: int | None = None,
+        field: str | None = None,
+        row: int | None = None,
+        table: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.plan_id = plan_id
+        self.step_index = step_index
+        self.field = field
+        self.row = row
+        self.table = table
+
+
+class DuplicatePlanError(MetalearnError):
+    """A plan with this ``plan_id`` is already recorded; history is append-only."""
+
+    def __init__(self, plan_id: str) -> None:
+        super().__init__(
+            f"plan {plan_id!r} is already recorded; finalized plans are immutable, "
+            "so give a new attempt a new plan_id"
+        )
+        self.plan_id = plan_id

@@ -1,0 +1,528 @@
+"""HistoryStore: the append-only record of plans and steps, in any SQLAlchemy database."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import StaticPool
+
+from metalearn._errors import DuplicatePlanError
+from metalearn._interchange import (
+    STEP_COLUMNS,
+    Problem,
+    RowLabel,
+    default_row_label,
+    format_timestamps,
+    problem_error,
+    validate_frames,
+)
+from metalearn._schema import PLAN_COUNTER, counters, metadata, plans, steps
+from metalearn._types import Plan
+
+__all__ = ["DEFAULT_URL", "HistoryStore", "ImportReport", "PlanBatch"]
+
+DEFAULT_URL = "sqlite:///data/metalearn.db"
+"""The embedded default: a SQLite file under the current directory."""
+URL_VARIABLE = "METALEARN_DB_URL"
+_CHUNK_ROWS = 50_000
+_SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+PLANS_SCHEMA = pa.schema([
+    ("seq", pa.int64()),
+    ("plan_id", pa.string()),
+    ("agent_id", pa.string()),
+    ("goal_type", pa.string()),
+    ("status", pa.string()),
+    ("started_at", pa.timestamp("us", tz="UTC")),
+    ("finished_at", pa.timestamp("us", tz="UTC")),
+    ("reward", pa.float64()),
+    ("error", pa.string()),
+    ("priority", pa.int64()),
+])
+STEPS_SCHEMA = pa.schema([
+    ("seq", pa.int64()),
+    ("plan_id", pa.string()),
+    ("step_index", pa.int32()),
+    ("tool", pa.string()),
+    ("status", pa.string()),
+    ("duration_ms", pa.float64()),
+    ("error", pa.string()),
+])
+_PLAN_SELECT = [
+    plans.c.seq, plans.c.plan_id, plans.c.agent_id, plans.c.goal_type, plans.c.status,
+    plans.c.started_at_us, plans.c.finished_at_us, plans.c.reward, plans.c.error,
+    plans.c.priority,
+]
+_STEP_SELECT = [
+    steps.c.plan_seq, plans.c.plan_id, steps.c.step_index, steps.c.tool, steps.c.status,
+    steps.c.duration_ms, steps.c.error,
+]
+
+
+@dataclass(frozen=True)
+class PlanBatch:
+    """Plans with ``seq`` above a watermark, and all their steps, as Arrow tables.
+
+    ``plans`` columns: seq, plan_id, agent_id, goal_type, status, started_at, finished_at
+    (UTC timestamps), reward, error, priority. ``steps`` columns: seq (the plan's),
+    plan_id, step_index, tool, status, duration_ms, error. ``last_seq`` is the highest
+    plan ``seq`` in the batch (the watermark to pass next), or the one asked for when empty.
+    """
+
+    plans: pa.Table
+    steps: pa.Table
+    last_seq: int
+
+    def __len__(self) -> int:
+        return self.plans.num_rows
+
+    def to_pandas(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Both tables as pandas DataFrames (plans, steps)."""
+        return self.plans.to_pandas(), self.steps.to_pandas()
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What a bulk import wrote and what it rejected.
+
+    ``rejections`` has one row per rejected plan: plan_id, table (``plans`` or ``steps``),
+    row (0-based position in that table), field and reason.
+    """
+
+    imported: int
+    rejected: int
+    steps: int
+    rejections: pd.DataFrame = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"<ImportReport imported={self.imported} rejected={self.rejected} steps={self.steps}>"
+
+
+def _resolve_url(url: str | URL | None) -> URL:
+    resolved = make_url(url if url is not None else os.environ.get(URL_VARIABLE) or DEFAULT_URL)
+    if resolved.get_backend_name() == "sqlite" and resolved.database not in (None, "", ":memory:"):
+        Path(resolved.database).parent.mkdir(parents=True, exist_ok=True)
+    return resolved
+
+
+def _is_memory_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _make_engine(url: URL) -> Engine:
+    if _is_memory_sqlite(url):
+        return create_engine(
+            url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+    if url.get_backend_name() == "sqlite":
+        return create_engine(url, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000})
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _column_values(column: pd.Series) -> list[Any]:
+    """Python values with every missing cell as None (what DB-API drivers expect)."""
+    if column.dtype.kind in "iub":
+        return column.tolist()
+    values = column.astype(object)
+    return values.where(column.notna(), None).tolist()
+
+
+def _rows(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+    return list(zip(*(_column_values(frame[c]) for c in columns), strict=True))
+
+
+class HistoryStore:
+    """The append-only history of plans and steps, in any SQLAlchemy database.
+
+    ``url`` is a SQLAlchemy URL (or an :class:`~sqlalchemy.Engine` to share). Without one
+    the store uses ``$METALEARN_DB_URL`` or, failing that, the embedded default
+    ``sqlite:///data/metalearn.db`` under the current directory. Tables are created on
+    first use. SQLite runs in WAL mode with a busy timeout and foreign keys on.
+
+    Each plan gets a ``seq``: a store-assigned integer that strictly increases in commit
+    order, so ``plans_after(watermark)`` never skips a plan committed later with a lower
+    number.
+
+    >>> from datetime import datetime, timedelta, timezone
+    >>> store = HistoryStore("sqlite://")          # in memory
+    >>> start = datetime(2026, 1, 5, 9, 30, tzinfo=timezone.utc)
+    >>> store.record_plan(Plan("p-1", "support-bot", "succeeded", start,
+    ...                        start + timedelta(seconds=3), steps=[{"tool": "search"}]))
+    1
+    >>> store
+    <HistoryStore sqlite:// plans=1>
+    >>> batch = store.plans_after(0)
+    >>> batch.plans.column("plan_id").to_pylist(), batch.steps.column("tool").to_pylist()
+    (['p-1'], ['search'])
+    >>> store.close()
+    """
+
+    def __init__(self, url: str | URL | Engine | None = None) -> None:
+        if isinstance(url, Engine):
+            self._engine, self._owns_engine = url, False
+        else:
+            self._engine, self._owns_engine = _make_engine(_resolve_url(url)), True
+        if self._engine.dialect.name == "sqlite":
+            event.listen(self._engine, "connect", _sqlite_pragmas)
+        # An in-memory SQLite database is one shared connection: serialise its users.
+        memory = _is_memory_sqlite(self._engine.url)
+        self._serial: AbstractContextManager[Any] = threading.RLock() if memory else nullcontext()
+        self._schema_lock = threading.Lock()
+        self._schema_ready = False
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (thread-safe; open connections inside worker threads)."""
+        return self._engine
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password masked."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    def __repr__(self) -> str:
+        try:
+            count: int | str = self.count()
+        except Exception:  # a repr must not raise, even when the database is unreachable
+            count = "?"
+        return f"<HistoryStore {self.url} plans={count}>"
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __enter__(self) -> HistoryStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the connection pool (only when this store created the engine)."""
+        if self._owns_engine:
+            self._engine.dispose()
+
+    # -- connections and schema ------------------------------------------------------
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        self._ensure_schema()
+        with self._serial, self._engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        self._ensure_schema()
+        with self._serial, self._engine.begin() as conn:
+            yield conn
+
+    def _ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            with self._serial, self._engine.begin() as conn:
+                metadata.create_all(conn, checkfirst=True)
+            self._ensure_counter()
+            self._schema_ready = True
+
+    def _ensure_counter(self) -> None:
+        try:
+            with self._serial, self._engine.begin() as conn:
+                if conn.execute(select(counters.c.value).where(
+                        counters.c.name == PLAN_COUNTER)).first() is None:
+                    start = conn.execute(select(func.coalesce(func.max(plans.c.seq), 0))).scalar_one()
+                    conn.execute(insert(counters).values(name=PLAN_COUNTER, value=start))
+        except IntegrityError:
+            pass  # another process created it first
+
+    # -- writing -----------------------------------------------------------------------
+
+    @staticmethod
+    def _allocate(conn: Connection, count: int) -> int:
+        """Reserve ``count`` seqs; the first statement of every write transaction.
+
+        The counter row stays locked until commit, so seq order is commit order.
+        """
+        stmt = (
+            update(counters)
+            .where(counters.c.name == PLAN_COUNTER)
+            .values(value=counters.c.value + count)
+            .returning(counters.c.value)
+        )
+        last: int = conn.execute(stmt).scalar_one()
+        return last - count + 1
+
+    def _insert_rows(
+        self, conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None:
+        if not rows:
+            return
+        style = conn.dialect.paramstyle
+        marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(style)
+        for start in range(0, len(rows), _CHUNK_ROWS):
+            chunk = rows[start:start + _CHUNK_ROWS]
+            if marker is None:
+                conn.execute(insert(table), [dict(zip(columns, r, strict=True)) for r in chunk])
+            else:
+                sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
+                       f"VALUES ({', '.join([marker] * len(columns))})")
+                conn.exec_driver_sql(sql, chunk)
+
+    def record_plan(self, plan: Plan) -> int:
+        """Write one plan and its steps in one transaction; return its ``seq``.
+
+        Raises :class:`DuplicatePlanError` (and writes nothing) when the ``plan_id`` is
+        already recorded.
+        """
+        if not isinstance(plan, Plan):
+            raise TypeError(f"record_plan() takes a metalearn.Plan, not {type(plan).__name__}")
+        with self._begin() as conn:
+            seq = self._allocate(conn, 1)
+            exists = select(plans.c.seq).where(plans.c.plan_id == plan.plan_id)
+            if conn.execute(exists).first() is not None:
+                raise DuplicatePlanError(plan.plan_id)
+            conn.execute(insert(plans).values(
+                seq=seq, plan_id=plan.plan_id, agent_id=plan.agent_id,
+                goal_type=plan.goal_type, status=plan.status.value,
+                started_at_us=_micros(plan.started_at), finished_at_us=_micros(plan.finished_at),
+                reward=plan.reward, error=plan.error, priority=plan.priority,
+            ))
+            self._insert_rows(conn, steps, _STEP_WRITE_COLUMNS, [
+                (seq, s.step_index, s.tool, s.status.value, s.duration_ms, s.error)
+                for s in plan.steps
+            ])
+        return seq
+
+    def import_frames(
+        self,
+        plans: pd.DataFrame,
+        steps: pd.DataFrame,
+        *,
+        on_error: Literal["raise", "skip"] = "raise",
+    ) -> ImportReport:
+        """Bulk-load plans and steps in the interchange format (see the README).
+
+        ``on_error="raise"`` is all-or-nothing: the first bad record raises
+        :class:`InvalidRecordError` naming its table, row, plan and field (or
+        :class:`DuplicatePlanError` for a plan already stored) and nothing is written.
+        ``on_error="skip"`` writes every valid plan and reports the rejected ones.
+        """
+        return self._import(plans, steps, on_error, default_row_label)
+
+    def import_csv(
+        self,
+        plans_path: str | os.PathLike[str],
+        steps_path: str | os.PathLike[str],
+        *,
+        on_error: Literal["raise", "skip"] = "raise",
+    ) -> ImportReport:
+        """Bulk-load ``plans.csv`` and ``steps.csv`` files; see :meth:`import_frames`.
+
+        Errors name the file and its line (the header is line 1).
+        """
+        paths = {"plans": Path(plans_path), "steps": Path(steps_path)}
+        frames = [
+            pd.read_csv(paths[t], dtype="str", keep_default_na=False, na_values=[])
+            for t in ("plans", "steps")
+        ]
+
+        def label(table: str, row: int) -> str:
+            return f"{paths[table].name} line {row + 2}"
+
+        return self._import(frames[0], frames[1], on_error, label)
+
+    def _import(
+        self, plan_frame: pd.DataFrame, step_frame: pd.DataFrame, on_error: str,
+        row_label: RowLabel,
+    ) -> ImportReport:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        checked = validate_frames(plan_frame, step_frame)
+        problems = list(checked.problems)
+        if problems and on_error == "raise":
+            raise problem_error(problems[0], row_label)
+        valid_plans, valid_steps = checked.plans, checked.steps
+        with self._begin() as conn:
+            first_seq = self._allocate(conn, len(valid_plans)) if len(valid_plans) else 0
+            duplicates = self._existing_ids(conn, valid_plans["plan_id"])
+            if duplicates and on_error == "raise":
+                raise DuplicatePlanError(sorted(duplicates)[0])
+            if duplicates:
+                problems += _duplicate_problems(valid_plans["plan_id"], duplicates)
+                valid_plans = valid_plans[~valid_plans["plan_id"].isin(duplicates)]
+                valid_steps = valid_steps[~valid_steps["plan_id"].isin(duplicates)]
+            self._write_frames(conn, first_seq, valid_plans, valid_steps)
+        return ImportReport(len(valid_plans), len(problems), len(valid_steps), _rejections(problems))
+
+    def _existing_ids(self, conn: Connection, plan_ids: pd.Series) -> set[str]:
+        if conn.execute(select(plans.c.seq).limit(1)).first() is None:
+            return set()
+        found: set[str] = set()
+        values = plan_ids.tolist()
+        for start in range(0, len(values), 500):
+            chunk = values[start:start + 500]
+            found.update(conn.execute(select(plans.c.plan_id).where(
+                plans.c.plan_id.in_(chunk))).scalars())
+        return found
+
+    def _write_frames(
+        self, conn: Connection, first_seq: int, plan_rows: pd.DataFrame, step_rows: pd.DataFrame
+    ) -> None:
+        # Seqs are reserved for every valid plan before duplicates are known, so a skip
+        # import can leave gaps; seqs only need to increase, not be dense.
+        seqs = pd.Series(np.arange(first_seq, first_seq + len(plan_rows), dtype="int64"))
+        if len(plan_rows) == 0:
+            return
+        seq_of = pd.Series(seqs.to_numpy(), index=plan_rows["plan_id"].to_numpy())
+        plan_rows = plan_rows.assign(seq=seqs.to_numpy())
+        step_rows = step_rows.assign(plan_seq=step_rows["plan_id"].map(seq_of).to_numpy())
+        self._insert_rows(conn, plans, _PLAN_WRITE_COLUMNS, _rows(plan_rows, _PLAN_WRITE_COLUMNS))
+        self._insert_rows(conn, steps, _STEP_WRITE_COLUMNS, _rows(step_rows, _STEP_WRITE_COLUMNS))
+
+    # -- reading -----------------------------------------------------------------------
+
+    def count(self) -> int:
+        """Number of plans recorded."""
+        with self._connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(plans)).scalar_one())
+
+    def last_seq(self) -> int:
+        """The highest committed ``seq`` (0 for an empty store)."""
+        with self._connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(plans.c.seq), 0))).scalar_one())
+
+    def plans_after(self, after_seq: int = 0, limit: int | None = 100_000) -> PlanBatch:
+        """Plans with ``seq > after_seq`` (at most ``limit``, oldest first) and their steps.
+
+        Pass the returned ``last_seq`` as the next ``after_seq`` to read incrementally:
+        because seq order is commit order, no plan is ever skipped or read twice.
+        """
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be a positive integer or None, not {limit!r}")
+        with self._connect() as conn:
+            query = select(*_PLAN_SELECT).where(plans.c.seq > after_seq).order_by(plans.c.seq)
+            plan_rows = conn.execute(query.limit(limit) if limit else query).all()
+            last_seq = plan_rows[-1][0] if plan_rows else after_seq
+            step_rows = conn.execute(
+                select(*_STEP_SELECT)
+                .join(plans, plans.c.seq == steps.c.plan_seq)
+                .where(steps.c.plan_seq > after_seq, steps.c.plan_seq <= last_seq)
+                .order_by(steps.c.plan_seq, steps.c.step_index)
+            ).all()
+        return PlanBatch(_table(plan_rows, PLANS_SCHEMA), _table(step_rows, STEPS_SCHEMA), last_seq)
+
+    def iter_batches(self, after_seq: int = 0, batch_size: int = 100_000) -> Iterator[PlanBatch]:
+        """Successive non-empty :meth:`plans_after` batches up to the latest commit."""
+        while True:
+            batch = self.plans_after(after_seq, batch_size)
+            if not len(batch):
+                return
+            yield batch
+            after_seq = batch.last_seq
+
+    def export_csv(self, directory: str | os.PathLike[str]) -> tuple[Path, Path]:
+        """Write ``plans.csv`` and ``steps.csv`` (interchange format) into ``directory``.
+
+        :meth:`import_csv` reads them back into identical plans and steps.
+        """
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = out / "plans.csv", out / "steps.csv"
+        for path in paths:
+            path.unlink(missing_ok=True)
+        header = True
+        for batch in self.iter_batches():
+            plan_frame, step_frame = _interchange_frames(batch)
+            for frame, path in zip((plan_frame, step_frame), paths, strict=True):
+                frame.to_csv(path, mode="a", header=header, index=False, lineterminator="\n")
+            header = False
+        if header:  # empty store: still write the headers
+            empty = _interchange_frames(self.plans_after(0, 1))
+            for frame, path in zip(empty, paths, strict=True):
+                frame.to_csv(path, index=False, lineterminator="\n")
+        return paths
+
+
+_PLAN_WRITE_COLUMNS = (
+    "seq", "plan_id", "agent_id", "goal_type", "status", "started_at_us", "finished_at_us",
+    "reward", "error", "priority",
+)
+_STEP_WRITE_COLUMNS = ("plan_seq", "step_index", "tool", "status", "duration_ms", "error")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(stamp: datetime) -> int:
+    return (stamp - _EPOCH) // timedelta(microseconds=1)
+
+
+def _table(rows: Sequence[Sequence[Any]], schema: pa.Schema) -> pa.Table:
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+    return pa.Table.from_arrays(
+        [pa.array(values, type=f.type) for values, f in zip(columns, schema, strict=True)],
+        schema=schema,
+    )
+
+
+def _interchange_frames(batch: PlanBatch) -> tuple[pd.DataFrame, pd.DataFrame]:
+    plan_frame, step_frame = batch.to_pandas()
+    for name in ("started_at", "finished_at"):
+        plan_frame[name] = format_timestamps(_as_micros(plan_frame[name]))
+    plan_frame = plan_frame.drop(columns="seq")
+    return plan_frame, step_frame[list(STEP_COLUMNS)]
+
+
+def _as_micros(stamps: pd.Series) -> pd.Series:
+    return pd.Series(
+        stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]").view("int64"),
+        index=stamps.index,
+    )
+
+
+def _duplicate_problems(plan_ids: pd.Series, duplicates: set[str]) -> list[Problem]:
+    rows = plan_ids[plan_ids.isin(duplicates)]
+    return [
+        Problem("plans", row, pid, "plan_id", "plan_id is already in the store")
+        for row, pid in rows.items()
+    ]
+
+
+def _rejections(problems: list[Problem]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "plan_id": pd.Series([p.plan_id for p in problems], dtype="str"),
+            "table": pd.Series([p.table for p in problems], dtype="str"),
+            "row": pd.Series([p.row for p in problems], dtype="int64"),
+            "field": pd.Series([p.field for p in problems], dtype="str"),
+            "reason": pd.Series([p.reason for p in problems], dtype="str"),
+        }
+    )
+

@@ -1,0 +1,346 @@
+"""Synthetic execution history with planted ground truth, for demos, tests and benchmarks.
+
+:func:`make_history` draws plans of several agents (different skill) on several goal
+types (different difficulty). Each plan's background steps follow a fixed Markov chain
+over everyday tools, drawn independently of the agent, the goal and the outcome, so
+background tool sequences carry no signal. Into some plans one *planted pattern* is
+inserted at the start or the end, built from tools that never occur otherwise; it shifts
+the plan's log-odds of success by a known amount (:data:`PLANTED_PATTERNS`). Step errors
+and skips are drawn after the outcome (failed plans have more of them), as they look in
+real logs.
+
+So an analysis should find the planted success patterns with lift > 1, the planted
+failure patterns with lift < 1, and few significant patterns among the rest that share
+no tool with a planted pattern (:func:`is_planted_related`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "BACKGROUND_TOOLS",
+    "PLANTED_PATTERNS",
+    "PLANTED_TOOLS",
+    "PlantedPattern",
+    "is_planted_related",
+    "make_history",
+    "planted_patterns",
+]
+
+
+@dataclass(frozen=True)
+class PlantedPattern:
+    """A tool sequence inserted into a share of plans, shifting their success log-odds."""
+
+    pattern: tuple[str, ...]
+    direction: Literal["success", "failure"]
+    log_odds: float
+    share: float
+
+
+PLANTED_PATTERNS: tuple[PlantedPattern, ...] = (
+    PlantedPattern(("validate_input", "dry_run", "apply_change"), "success", 1.5, 0.08),
+    PlantedPattern(("ask_clarification", "confirm_goal"), "success", 1.0, 0.08),
+    PlantedPattern(("retry", "retry", "retry"), "failure", -1.5, 0.08),
+    PlantedPattern(("fallback_model", "guess_answer"), "failure", -1.2, 0.08),
+)
+"""The ground truth: each pattern, its direction, its effect and the share of plans with it."""
+
+PLANTED_TOOLS = frozenset(tool for p in PLANTED_PATTERNS for tool in p.pattern)
+"""Tools that occur only inside planted patterns."""
+
+BACKGROUND_TOOLS: tuple[str, ...] = (
+    "search_web", "fetch_page", "read_file", "write_file", "query_db", "call_api",
+    "run_code", "run_tests", "summarize", "send_message", "lookup_user", "parse_document",
+)
+"""Everyday tools; their sequences are independent of the outcome."""
+
+_AGENT_NAMES = (
+    "support-bot", "research-agent", "booking-agent", "code-agent",
+    "data-analyst", "ops-agent", "sales-assistant", "triage-agent",
+)
+_GOAL_TYPES = {  # name: (difficulty in log-odds, share of plans)
+    "lookup": (0.9, 0.25),
+    "summarize": (0.5, 0.20),
+    "booking": (0.0, 0.20),
+    "refund": (-0.3, 0.15),
+    "data_migration": (-0.8, 0.10),
+    "debugging": (-1.1, 0.10),
+}
+_BASE_LOG_ODDS = 0.45
+_MEDIAN_MS = {  # typical duration of one call, in milliseconds
+    "search_web": 900, "fetch_page": 1400, "read_file": 40, "write_file": 60, "query_db": 120,
+    "call_api": 650, "run_code": 2500, "run_tests": 8000, "summarize": 3200,
+    "send_message": 300, "lookup_user": 90, "parse_document": 700, "validate_input": 150,
+    "dry_run": 1800, "apply_change": 400, "ask_clarification": 200, "confirm_goal": 1200,
+    "retry": 2600, "fallback_model": 5000, "guess_answer": 2200,
+}
+_MIN_STEPS, _MAX_BACKGROUND = 3, 12
+def _transitions() -> tuple[np.ndarray, np.ndarray]:
+    """A fixed (seed-independent) Markov chain over the background tools."""
+    chain_rng = np.random.default_rng(20260101)
+    n = len(BACKGROUND_TOOLS)
+    matrix = chain_rng.dirichlet(np.full(n, 0.6), size=n)
+    start = chain_rng.dirichlet(np.full(n, 1.5))
+    return np.cumsum(start), np.cumsum(matrix, axis=1)
+
+
+def _next(rng: np.random.Generator, cumulative: np.ndarray) -> np.ndarray:
+    draws = rng.random(cumulative.shape[0])
+    return np.minimum((draws[:, None] > cumulative).sum(axis=1), cumulative.shape[1] - 1)
+
+
+def _background(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    start, matrix = _transitions()
+    lengths = rng.integers(_MIN_STEPS, _MAX_BACKGROUND + 1, size=n)
+    tools = np.empty((n, _MAX_BACKGROUND), dtype=np.int16)
+    current = _next(rng, np.broadcast_to(start, (n, start.size)))
+    for column in range(_MAX_BACKGROUND):
+        tools[:, column] = current
+        current = _next(rng, matrix[current])
+    return tools, lengths
+
+
+def _planted_codes() -> np.ndarray:
+    vocabulary = {tool: code for code, tool in enumerate(_vocabulary())}
+    width = max(len(p.pattern) for p in PLANTED_PATTERNS)
+    codes = np.full((len(PLANTED_PATTERNS), width), -1, dtype=np.int16)
+    for row, planted in enumerate(PLANTED_PATTERNS):
+        codes[row, : len(planted.pattern)] = [vocabulary[t] for t in planted.pattern]
+    return codes
+
+
+def _vocabulary() -> tuple[str, ...]:
+    extra = [t for p in PLANTED_PATTERNS for t in p.pattern if t not in BACKGROUND_TOOLS]
+    return BACKGROUND_TOOLS + tuple(dict.fromkeys(extra))
+
+
+def _insert(
+    rng: np.random.Generator, background: np.ndarray, lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Put at most one planted pattern at the start or end of each plan.
+
+    Returns the (n, width) tool matrix padded with -1 and the planted choice (-1: none).
+    """
+    n = len(lengths)
+    shares = np.array([p.share for p in PLANTED_PATTERNS])
+    choice = rng.choice(len(shares) + 1, size=n, p=np.append(shares, 1 - shares.sum()))
+    choice = np.where(choice == len(shares), -1, choice)
+    codes = _planted_codes()
+    planted_len = np.where(choice >= 0, (codes >= 0).sum(axis=1)[choice], 0)
+    at_start = rng.random(n) < 0.5
+    width = _MAX_BACKGROUND + codes.shape[1]
+    position = np.arange(width)[None, :]
+    bg_index = position - np.where(at_start, planted_len, 0)[:, None]
+    in_bg = (bg_index >= 0) & (bg_index < lengths[:, None])
+    pat_index = position - np.where(at_start, 0, lengths)[:, None]
+    in_pat = (pat_index >= 0) & (pat_index < planted_len[:, None])
+    tools = np.full((n, width), -1, dtype=np.int16)
+    rows, _ = np.nonzero(in_bg)
+    tools[in_bg] = background[rows, bg_index[in_bg]]
+    rows, _ = np.nonzero(in_pat)
+    tools[in_pat] = codes[choice[rows], pat_index[in_pat]]
+    return tools, choice
+
+
+def _outcomes(
+    rng: np.random.Generator, agent: np.ndarray, goal: np.ndarray, choice: np.ndarray,
+    skills: np.ndarray,
+) -> np.ndarray:
+    difficulty = np.array([d for d, _ in _GOAL_TYPES.values()] + [0.0])
+    effects = np.array([p.log_odds for p in PLANTED_PATTERNS] + [0.0])
+    log_odds = _BASE_LOG_ODDS + skills[agent] + difficulty[goal] + effects[choice]
+    return rng.random(len(agent)) < 1 / (1 + np.exp(-log_odds))
+
+
+def _error_texts(rng: np.random.Generator, tools: pd.Series) -> np.ndarray:
+    """Error messages whose numbers, ids and quoted values vary, as in real logs."""
+    n = len(tools)
+    tool = tools.reset_index(drop=True)
+    big = pd.Series(rng.integers(100, 60_000, size=n)).astype("str")
+    small = pd.Series(rng.integers(1, 90, size=n)).astype("str")
+    templates = [
+        "TimeoutError: " + tool + " did not answer within " + big + " ms",
+        "HTTPError 503: upstream 'svc-" + small + "' is unavailable",
+        "ValidationError: field 'user_id' has invalid value 'u-" + big + "'",
+        "RateLimitError: retry after " + small + " s (request req_" + big + ")",
+    ]
+    kind = rng.integers(0, len(templates), size=n)
+    return np.select([kind == k for k in range(len(templates))],
+                     [t.to_numpy(dtype=object) for t in templates], default="")
+
+
+def _step_frame(
+    rng: np.random.Generator, tools_matrix: np.ndarray, succeeded: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray]:
+    valid = tools_matrix >= 0
+    lengths = valid.sum(axis=1)
+    plan = np.repeat(np.arange(len(lengths)), lengths)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    position = np.arange(plan.size) - offsets[plan]
+    codes = tools_matrix[valid]
+    failed = ~succeeded[plan]
+    last = position == lengths[plan] - 1
+    error = rng.random(plan.size) < np.where(failed, 0.06, 0.015)
+    error |= failed & last & (rng.random(plan.size) < 0.6)
+    first_error = np.minimum.reduceat(np.where(error, position, 1 << 30), offsets)
+    skip_plan = rng.random(len(lengths)) < 0.5
+    skipped = failed & skip_plan[plan] & (position > first_error[plan])
+    error &= ~skipped
+    medians = np.array([_MEDIAN_MS[tool] for tool in _vocabulary()], dtype="float64")
+    duration = medians[codes] * np.exp(rng.normal(0.0, 0.6, size=plan.size))
+    unknown = skipped | (rng.random(plan.size) < 0.01)
+    names = np.array(_vocabulary())
+    tool = pd.Series(names[codes], dtype="str")
+    status = np.where(skipped, "skipped", np.where(error, "error", "ok"))
+    frame = pd.DataFrame({
+        "plan": plan,
+        "step_index": position.astype("int64"),
+        "tool": tool,
+        "status": pd.Series(status, dtype="str"),
+        "duration_ms": np.where(unknown, np.nan, np.round(duration, 1)),
+    })
+    texts = np.full(plan.size, None, dtype=object)
+    texts[error] = _error_texts(rng, tool[error])
+    frame["error"] = pd.Series(texts, dtype="str")
+    return frame, lengths
+
+
+def _plan_errors(steps: pd.DataFrame, n: int, succeeded: np.ndarray) -> pd.Series:
+    errors = steps[steps["status"] == "error"].drop_duplicates("plan")
+    text = (
+        "step " + errors["step_index"].astype("str") + " (" + errors["tool"] + ") failed: "
+        + errors["error"]
+    )
+    result = pd.Series(pd.NA, index=range(n), dtype="str")
+    result[errors["plan"].to_numpy()] = text.to_numpy()
+    return result.fillna("goal not achieved").where(~succeeded)
+
+
+def make_history(
+    n_plans: int = 10_000,
+    *,
+    n_agents: int = 6,
+    seed: int = 0,
+    end: datetime | None = None,
+    days: float = 60.0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Draw a realistic execution history with planted patterns.
+
+    Deterministic for a given ``seed`` and ``end`` (the latest ``finished_at``; default:
+    today's midnight UTC, so the history is always recent). Plans finish uniformly over
+    the ``days`` before ``end``, in ``finished_at`` order; each has 3-15 steps.
+
+    Returns ``(plans, steps)`` in the interchange format, ready for
+    ``store.import_frames(plans, steps)``:
+
+    - ``plans``: plan_id, agent_id, goal_type (about 2% missing), status, started_at,
+      finished_at (UTC timestamps), reward (0-1), error (failed plans only)
+    - ``steps``: plan_id, step_index, tool, status (``ok``/``error``/``skipped``),
+      duration_ms (missing for skipped steps and ~1% of others), error
+
+    The planted ground truth is :data:`PLANTED_PATTERNS` (see the module docstring).
+
+    >>> plans, steps = make_history(1_000, seed=7, end=datetime(2026, 1, 1, tzinfo=UTC))
+    >>> len(plans), plans["agent_id"].nunique(), steps.groupby("plan_id").size().between(3, 15).all()
+    (1000, 6, np.True_)
+    >>> plans["finished_at"].max() <= pd.Timestamp("2026-01-01", tz="UTC")
+    True
+    """
+    if n_plans < 1:
+        raise ValueError(f"n_plans must be >= 1, not {n_plans}")
+    if n_agents < 1:
+        raise ValueError(f"n_agents must be >= 1, not {n_agents}")
+    if end is None:
+        end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    elif end.tzinfo is None:
+        raise ValueError("end must be timezone-aware, e.g. datetime(2026, 1, 1, tzinfo=UTC)")
+    rng = np.random.default_rng(seed)
+    agent_names = [
+        _AGENT_NAMES[i] if i < len(_AGENT_NAMES) else f"agent-{i:02d}" for i in range(n_agents)
+    ]
+    skills = np.linspace(0.8, -0.8, n_agents) if n_agents > 1 else np.zeros(1)
+    agent = rng.integers(0, n_agents, size=n_plans)
+    goal_shares = np.array([share for _, share in _GOAL_TYPES.values()])
+    goal = rng.choice(len(goal_shares), size=n_plans, p=goal_shares)
+    background, lengths = _background(rng, n_plans)
+    tools, choice = _insert(rng, background, lengths)
+    succeeded = _outcomes(rng, agent, goal, choice, skills)
+    steps, step_counts = _step_frame(rng, tools, succeeded)
+    plans = _plan_frame(
+        rng, agent, agent_names, goal, succeeded, steps, step_counts, end, days
+    )
+    return _with_ids(plans, steps, seed)
+
+
+def _plan_frame(
+    rng: np.random.Generator, agent: np.ndarray, agent_names: list[str], goal: np.ndarray,
+    succeeded: np.ndarray, steps: pd.DataFrame, step_counts: np.ndarray, end: datetime,
+    days: float,
+) -> pd.DataFrame:
+    n = len(agent)
+    goal_names = np.array(list(_GOAL_TYPES), dtype=object)[goal]
+    goal_names[rng.random(n) < 0.02] = None
+    busy_ms = steps.groupby("plan")["duration_ms"].sum().to_numpy()
+    overhead_ms = rng.uniform(200, 3000, size=n) * step_counts
+    end_us = (end - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    # Plans are drawn independently, so sorted finish times keep them in record order.
+    finished = np.sort(end_us - (rng.random(n) * days * 86_400e6).astype("int64"))
+    finished -= finished % 1000  # whole milliseconds
+    started = finished - np.round(busy_ms + overhead_ms).astype("int64") * 1000
+    reward = np.where(succeeded, rng.uniform(0.6, 1.0, n), rng.uniform(0.0, 0.4, n))
+    return pd.DataFrame({
+        "agent_id": pd.Series(np.array(agent_names)[agent], dtype="str"),
+        "goal_type": pd.Series(goal_names, dtype="str"),
+        "status": pd.Series(np.where(succeeded, "succeeded", "failed"), dtype="str"),
+        "started_at": pd.to_datetime(started, unit="us", utc=True),
+        "finished_at": pd.to_datetime(finished, unit="us", utc=True),
+        "reward": np.round(reward, 3),
+        "error": _plan_errors(steps, n, succeeded),
+    })
+
+
+def _with_ids(
+    plans: pd.DataFrame, steps: pd.DataFrame, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    numbers = pd.Series(np.arange(len(plans))).astype("str").str.zfill(7)
+    plan_ids = (f"syn{seed}-" + numbers).to_numpy()
+    plans.insert(0, "plan_id", pd.Series(plan_ids, dtype="str"))
+    steps.insert(0, "plan_id", pd.Series(plan_ids[steps["plan"].to_numpy()], dtype="str"))
+    return plans, steps.drop(columns="plan")
+
+
+def planted_patterns() -> pd.DataFrame:
+    """The planted ground truth as a table.
+
+    Columns: pattern (tuple of tools), pattern_text (``" → "``-joined), length,
+    direction (``success``/``failure``), log_odds (effect on success), share (of plans).
+
+    >>> planted_patterns()[["pattern_text", "direction"]].iloc[0].tolist()
+    ['validate_input → dry_run → apply_change', 'success']
+    """
+    return pd.DataFrame({
+        "pattern": [p.pattern for p in PLANTED_PATTERNS],
+        "pattern_text": [" → ".join(p.pattern) for p in PLANTED_PATTERNS],
+        "length": [len(p.pattern) for p in PLANTED_PATTERNS],
+        "direction": [p.direction for p in PLANTED_PATTERNS],
+        "log_odds": [p.log_odds for p in PLANTED_PATTERNS],
+        "share": [p.share for p in PLANTED_PATTERNS],
+    })
+
+
+def is_planted_related(pattern: tuple[str, ...] | list[str]) -> bool:
+    """Whether a tool sequence shares a tool with a planted pattern.
+
+    Unrelated sequences have no effect on success by construction.
+
+    >>> is_planted_related(("search_web", "retry")), is_planted_related(("search_web",))
+    (True, False)
+    """
+    return any(tool in PLANTED_TOOLS for tool in pattern)
