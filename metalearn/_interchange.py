@@ -28,8 +28,15 @@ __all__ = [
 ]
 
 PLAN_COLUMNS = (
-    "plan_id", "agent_id", "goal_type", "status", "started_at", "finished_at",
-    "reward", "error", "priority",
+    "plan_id",
+    "agent_id",
+    "goal_type",
+    "status",
+    "started_at",
+    "finished_at",
+    "reward",
+    "error",
+    "priority",
 )
 STEP_COLUMNS = ("plan_id", "step_index", "tool", "status", "duration_ms", "error")
 _REQUIRED = {
@@ -61,7 +68,8 @@ class ValidatedFrames:
     """Valid rows in storage form, and one problem per rejected plan.
 
     ``plans``: plan_id, agent_id, goal_type, status, started_at_us, finished_at_us, reward,
-    error, priority, indexed by the row's position in the input. ``steps``: plan_id, step_index, tool, status, duration_ms, error,
+    error, priority, indexed by the row's position in the input. ``steps``: plan_id,
+    step_index, tool, status, duration_ms, error,
     ordered by plan (as in ``plans``) then step_index.
     """
 
@@ -117,20 +125,38 @@ def _quoted(values: pd.Series) -> pd.Series:
 def _check_name(check: _Checker, frame: pd.DataFrame, name: str, *, required: bool) -> pd.Series:
     text = _optional_text(frame, name)
     if required:
-        check.flag(text.isna(), name, lambda idx: pd.Series(
-            f"field {name!r} is empty; it must be a non-empty string", index=idx))
+        check.flag(
+            text.isna(),
+            name,
+            lambda idx: pd.Series(
+                f"field {name!r} is empty; it must be a non-empty string", index=idx
+            ),
+        )
     lengths = text.str.len()
-    check.flag(lengths > MAX_NAME_LENGTH, name, lambda idx: (
-        f"field {name!r} has " + lengths.loc[idx].astype("int64").astype("str")
-        + f" characters; at most {MAX_NAME_LENGTH} are allowed"))
+    check.flag(
+        lengths > MAX_NAME_LENGTH,
+        name,
+        lambda idx: (
+            f"field {name!r} has "
+            + lengths.loc[idx].astype("int64").astype("str")
+            + f" characters; at most {MAX_NAME_LENGTH} are allowed"
+        ),
+    )
     return text
 
 
 def _check_status(check: _Checker, frame: pd.DataFrame, allowed: tuple[str, ...]) -> pd.Series:
     status = _text(frame["status"])
     values = ", ".join(repr(v) for v in allowed)
-    check.flag(~status.isin(allowed), "status", lambda idx: (
-        "field 'status' = " + _quoted(status.loc[idx].fillna("")) + f"; allowed values are {values}"))
+    check.flag(
+        ~status.isin(allowed),
+        "status",
+        lambda idx: (
+            "field 'status' = "
+            + _quoted(status.loc[idx].fillna(""))
+            + f"; allowed values are {values}"
+        ),
+    )
     return status
 
 
@@ -142,13 +168,30 @@ def _check_number(
     raw = frame[name]
     missing = _text(raw).isna()
     number = pd.to_numeric(raw.where(~missing), errors="coerce").astype("float64")
-    check.flag(number.isna() & ~missing, name, lambda idx: (
-        f"field {name!r} = " + _quoted(raw.loc[idx]) + "; it must be a number or empty"))
-    check.flag(~np.isfinite(number) & number.notna(), name, lambda idx: (
-        f"field {name!r} = " + _quoted(raw.loc[idx]) + "; it must be finite (or empty when unknown)"))
+    check.flag(
+        number.isna() & ~missing,
+        name,
+        lambda idx: f"field {name!r} = " + _quoted(raw.loc[idx]) + "; it must be a number or empty",
+    )
+    check.flag(
+        number.isin([np.inf, -np.inf]),
+        name,
+        lambda idx: (
+            f"field {name!r} = "
+            + _quoted(raw.loc[idx])
+            + "; it must be finite (or empty when unknown)"
+        ),
+    )
     if minimum is not None:
-        check.flag(number < minimum, name, lambda idx: (
-            f"field {name!r} = " + _quoted(raw.loc[idx]) + f"; it must be >= {minimum:g} or empty"))
+        check.flag(
+            number < minimum,
+            name,
+            lambda idx: (
+                f"field {name!r} = "
+                + _quoted(raw.loc[idx])
+                + f"; it must be >= {minimum:g} or empty"
+            ),
+        )
     return number
 
 
@@ -166,8 +209,11 @@ def _check_integer(
     else:
         integral &= number >= 0
     rule = "an integer" if default is not None else "an integer >= 0"
-    check.flag(~integral, name, lambda idx: (
-        f"field {name!r} = " + _quoted(raw.loc[idx]) + f"; it must be {rule}"))
+    check.flag(
+        ~integral,
+        name,
+        lambda idx: f"field {name!r} = " + _quoted(raw.loc[idx]) + f"; it must be {rule}",
+    )
     return number.where(integral, 0).astype("int64")
 
 
@@ -176,24 +222,47 @@ def _check_timestamp(check: _Checker, frame: pd.DataFrame, name: str) -> pd.Seri
     raw = frame[name]
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
         parsed = raw.dt.tz_convert("UTC")
-        check.flag(parsed.isna(), name, lambda idx: pd.Series(
-            f"field {name!r} is empty; a timestamp is required", index=idx))
+        check.flag(
+            parsed.isna(),
+            name,
+            lambda idx: pd.Series(f"field {name!r} is empty; a timestamp is required", index=idx),
+        )
     elif pd.api.types.is_datetime64_dtype(raw.dtype):
-        check.flag(pd.Series(True, index=frame.index), name, lambda idx: (
-            f"field {name!r} = " + _quoted(raw.loc[idx])
-            + "; naive datetimes are ambiguous: give an offset or 'Z' (UTC)"))
+        check.flag(
+            pd.Series(True, index=frame.index),
+            name,
+            lambda idx: (
+                f"field {name!r} = "
+                + _quoted(raw.loc[idx])
+                + "; naive datetimes are ambiguous: give an offset or 'Z' (UTC)"
+            ),
+        )
         return pd.Series(0, index=frame.index, dtype="int64")
     else:
         text = _text(raw)
-        check.flag(text.isna(), name, lambda idx: pd.Series(
-            f"field {name!r} is empty; a timestamp is required", index=idx))
+        check.flag(
+            text.isna(),
+            name,
+            lambda idx: pd.Series(f"field {name!r} is empty; a timestamp is required", index=idx),
+        )
         naive = ~text.str.strip().str.contains(_HAS_OFFSET, regex=True)
-        check.flag(naive, name, lambda idx: (
-            f"field {name!r} = " + _quoted(text.loc[idx])
-            + "; naive timestamps are ambiguous: end it with 'Z' (UTC) or an offset like +02:00"))
+        check.flag(
+            naive,
+            name,
+            lambda idx: (
+                f"field {name!r} = "
+                + _quoted(text.loc[idx])
+                + "; naive timestamps are ambiguous: end it with 'Z' (UTC) or an offset like +02:00"
+            ),
+        )
         parsed = pd.to_datetime(text.where(~check.bad), format="ISO8601", utc=True, errors="coerce")
-        check.flag(parsed.isna(), name, lambda idx: (
-            f"field {name!r} = " + _quoted(text.loc[idx]) + "; it is not an ISO-8601 timestamp"))
+        check.flag(
+            parsed.isna(),
+            name,
+            lambda idx: (
+                f"field {name!r} = " + _quoted(text.loc[idx]) + "; it is not an ISO-8601 timestamp"
+            ),
+        )
     # NaT turns into int64's minimum here; those rows are already flagged.
     naive_utc = parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
     return pd.Series(naive_utc.view("int64"), index=frame.index)
@@ -205,7 +274,8 @@ def _require_columns(table: str, frame: pd.DataFrame) -> None:
         raise InvalidRecordError(
             f"the {table} table has no column {missing[0]!r}; required columns are "
             f"{', '.join(_REQUIRED[table])}",
-            field=missing[0], table=table,
+            field=missing[0],
+            table=table,
         )
 
 
@@ -213,9 +283,15 @@ def _validate_plans(plans: pd.DataFrame) -> tuple[pd.DataFrame, _Checker]:
     check = _Checker("plans", plans)
     plan_id = _check_name(check, plans, "plan_id", required=True)
     counts = plan_id.map(plan_id.value_counts())
-    check.flag(counts > 1, "plan_id", lambda idx: (
-        "plan_id appears " + counts.loc[idx].astype("int64").astype("str")
-        + " times in the plans table; plan ids must be unique"))
+    check.flag(
+        counts > 1,
+        "plan_id",
+        lambda idx: (
+            "plan_id appears "
+            + counts.loc[idx].astype("int64").astype("str")
+            + " times in the plans table; plan ids must be unique"
+        ),
+    )
     columns = {
         "plan_id": plan_id,
         "agent_id": _check_name(check, plans, "agent_id", required=True),
@@ -226,8 +302,11 @@ def _validate_plans(plans: pd.DataFrame) -> tuple[pd.DataFrame, _Checker]:
         "reward": _check_number(check, plans, "reward", minimum=None),
     }
     backwards = columns["finished_at_us"] < columns["started_at_us"]
-    check.flag(backwards, "finished_at", lambda idx: pd.Series(
-        "field 'finished_at' is earlier than started_at", index=idx))
+    check.flag(
+        backwards,
+        "finished_at",
+        lambda idx: pd.Series("field 'finished_at' is earlier than started_at", index=idx),
+    )
     columns["error"] = _optional_text(plans, "error")
     columns["priority"] = _check_integer(check, plans, "priority", default=0)
     return pd.DataFrame(columns, index=plans.index), check
@@ -251,10 +330,21 @@ def _check_numbering(steps: pd.DataFrame, check: _Checker) -> None:
     grouped = steps[~check.bad].groupby("plan_id", sort=False)["step_index"]
     n, low, high, unique = (grouped.transform(f) for f in ("size", "min", "max", "nunique"))
     broken = ((low != 0) | (high != n - 1) | (unique != n)).reindex(steps.index, fill_value=False)
-    check.flag(broken, "step_index", lambda idx: (
-        "steps are numbered " + low.loc[idx].astype("str") + ".." + high.loc[idx].astype("str")
-        + " with " + unique.loc[idx].astype("str") + " distinct indexes for "
-        + n.loc[idx].astype("str") + " steps; they must be numbered exactly 0..n-1"))
+    check.flag(
+        broken,
+        "step_index",
+        lambda idx: (
+            "steps are numbered "
+            + low.loc[idx].astype("str")
+            + ".."
+            + high.loc[idx].astype("str")
+            + " with "
+            + unique.loc[idx].astype("str")
+            + " distinct indexes for "
+            + n.loc[idx].astype("str")
+            + " steps; they must be numbered exactly 0..n-1"
+        ),
+    )
 
 
 def validate_frames(plans: pd.DataFrame, steps: pd.DataFrame) -> ValidatedFrames:
@@ -266,8 +356,11 @@ def validate_frames(plans: pd.DataFrame, steps: pd.DataFrame) -> ValidatedFrames
     plan_rows, plan_check = _validate_plans(plans)
     step_rows, step_check = _validate_steps(steps)
     orphan = ~_member(step_rows["plan_id"], plan_rows["plan_id"])
-    step_check.flag(orphan, "plan_id", lambda idx: pd.Series(
-        "no row of the plans table has this plan_id", index=idx))
+    step_check.flag(
+        orphan,
+        "plan_id",
+        lambda idx: pd.Series("no row of the plans table has this plan_id", index=idx),
+    )
     _check_numbering(step_rows, step_check)
     problems = plan_check.problems + step_check.problems
     rejected = pd.Series(sorted({p.plan_id for p in problems}), dtype="str")

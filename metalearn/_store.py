@@ -41,35 +41,51 @@ URL_VARIABLE = "METALEARN_DB_URL"
 _CHUNK_ROWS = 50_000
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
 
-PLANS_SCHEMA = pa.schema([
-    ("seq", pa.int64()),
-    ("plan_id", pa.string()),
-    ("agent_id", pa.string()),
-    ("goal_type", pa.string()),
-    ("status", pa.string()),
-    ("started_at", pa.timestamp("us", tz="UTC")),
-    ("finished_at", pa.timestamp("us", tz="UTC")),
-    ("reward", pa.float64()),
-    ("error", pa.string()),
-    ("priority", pa.int64()),
-])
-STEPS_SCHEMA = pa.schema([
-    ("seq", pa.int64()),
-    ("plan_id", pa.string()),
-    ("step_index", pa.int32()),
-    ("tool", pa.string()),
-    ("status", pa.string()),
-    ("duration_ms", pa.float64()),
-    ("error", pa.string()),
-])
+PLANS_SCHEMA = pa.schema(
+    [
+        ("seq", pa.int64()),
+        ("plan_id", pa.string()),
+        ("agent_id", pa.string()),
+        ("goal_type", pa.string()),
+        ("status", pa.string()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+        ("reward", pa.float64()),
+        ("error", pa.string()),
+        ("priority", pa.int64()),
+    ]
+)
+STEPS_SCHEMA = pa.schema(
+    [
+        ("seq", pa.int64()),
+        ("plan_id", pa.string()),
+        ("step_index", pa.int32()),
+        ("tool", pa.string()),
+        ("status", pa.string()),
+        ("duration_ms", pa.float64()),
+        ("error", pa.string()),
+    ]
+)
 _PLAN_SELECT = [
-    plans.c.seq, plans.c.plan_id, plans.c.agent_id, plans.c.goal_type, plans.c.status,
-    plans.c.started_at_us, plans.c.finished_at_us, plans.c.reward, plans.c.error,
+    plans.c.seq,
+    plans.c.plan_id,
+    plans.c.agent_id,
+    plans.c.goal_type,
+    plans.c.status,
+    plans.c.started_at_us,
+    plans.c.finished_at_us,
+    plans.c.reward,
+    plans.c.error,
     plans.c.priority,
 ]
 _STEP_SELECT = [
-    steps.c.plan_seq, plans.c.plan_id, steps.c.step_index, steps.c.tool, steps.c.status,
-    steps.c.duration_ms, steps.c.error,
+    steps.c.plan_seq,
+    plans.c.plan_id,
+    steps.c.step_index,
+    steps.c.tool,
+    steps.c.status,
+    steps.c.duration_ms,
+    steps.c.error,
 ]
 
 
@@ -88,7 +104,8 @@ class PlanBatch:
     last_seq: int
 
     def __len__(self) -> int:
-        return self.plans.num_rows
+        rows: int = self.plans.num_rows
+        return rows
 
     def to_pandas(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Both tables as pandas DataFrames (plans, steps)."""
@@ -109,7 +126,9 @@ class ImportReport:
     rejections: pd.DataFrame = field(repr=False)
 
     def __repr__(self) -> str:
-        return f"<ImportReport imported={self.imported} rejected={self.rejected} steps={self.steps}>"
+        return (
+            f"<ImportReport imported={self.imported} rejected={self.rejected} steps={self.steps}>"
+        )
 
 
 def _resolve_url(url: str | URL | None) -> URL:
@@ -134,9 +153,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _make_engine(url: URL) -> Engine:
     if _is_memory_sqlite(url):
-        return create_engine(
-            url, poolclass=StaticPool, connect_args={"check_same_thread": False}
-        )
+        return create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
     if url.get_backend_name() == "sqlite":
         return create_engine(url, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000})
     return create_engine(url, pool_pre_ping=True)
@@ -217,7 +234,9 @@ class HistoryStore:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -255,9 +274,15 @@ class HistoryStore:
     def _ensure_counter(self) -> None:
         try:
             with self._serial, self._engine.begin() as conn:
-                if conn.execute(select(counters.c.value).where(
-                        counters.c.name == PLAN_COUNTER)).first() is None:
-                    start = conn.execute(select(func.coalesce(func.max(plans.c.seq), 0))).scalar_one()
+                if (
+                    conn.execute(
+                        select(counters.c.value).where(counters.c.name == PLAN_COUNTER)
+                    ).first()
+                    is None
+                ):
+                    start = conn.execute(
+                        select(func.coalesce(func.max(plans.c.seq), 0))
+                    ).scalar_one()
                     conn.execute(insert(counters).values(name=PLAN_COUNTER, value=start))
         except IntegrityError:
             pass  # another process created it first
@@ -287,12 +312,14 @@ class HistoryStore:
         style = conn.dialect.paramstyle
         marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(style)
         for start in range(0, len(rows), _CHUNK_ROWS):
-            chunk = rows[start:start + _CHUNK_ROWS]
+            chunk = rows[start : start + _CHUNK_ROWS]
             if marker is None:
                 conn.execute(insert(table), [dict(zip(columns, r, strict=True)) for r in chunk])
             else:
-                sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
-                       f"VALUES ({', '.join([marker] * len(columns))})")
+                sql = (
+                    f"INSERT INTO {table.name} ({', '.join(columns)}) "
+                    f"VALUES ({', '.join([marker] * len(columns))})"
+                )
                 conn.exec_driver_sql(sql, chunk)
 
     def record_plan(self, plan: Plan) -> int:
@@ -308,16 +335,29 @@ class HistoryStore:
             exists = select(plans.c.seq).where(plans.c.plan_id == plan.plan_id)
             if conn.execute(exists).first() is not None:
                 raise DuplicatePlanError(plan.plan_id)
-            conn.execute(insert(plans).values(
-                seq=seq, plan_id=plan.plan_id, agent_id=plan.agent_id,
-                goal_type=plan.goal_type, status=plan.status.value,
-                started_at_us=_micros(plan.started_at), finished_at_us=_micros(plan.finished_at),
-                reward=plan.reward, error=plan.error, priority=plan.priority,
-            ))
-            self._insert_rows(conn, steps, _STEP_WRITE_COLUMNS, [
-                (seq, s.step_index, s.tool, s.status.value, s.duration_ms, s.error)
-                for s in plan.steps
-            ])
+            conn.execute(
+                insert(plans).values(
+                    seq=seq,
+                    plan_id=plan.plan_id,
+                    agent_id=plan.agent_id,
+                    goal_type=plan.goal_type,
+                    status=plan.status.value,
+                    started_at_us=_micros(plan.started_at),
+                    finished_at_us=_micros(plan.finished_at),
+                    reward=plan.reward,
+                    error=plan.error,
+                    priority=plan.priority,
+                )
+            )
+            self._insert_rows(
+                conn,
+                steps,
+                _STEP_WRITE_COLUMNS,
+                [
+                    (seq, s.step_index, s.tool, s.status.value, s.duration_ms, s.error)
+                    for s in plan.steps
+                ],
+            )
         return seq
 
     def import_frames(
@@ -359,7 +399,10 @@ class HistoryStore:
         return self._import(frames[0], frames[1], on_error, label)
 
     def _import(
-        self, plan_frame: pd.DataFrame, step_frame: pd.DataFrame, on_error: str,
+        self,
+        plan_frame: pd.DataFrame,
+        step_frame: pd.DataFrame,
+        on_error: str,
         row_label: RowLabel,
     ) -> ImportReport:
         if on_error not in ("raise", "skip"):
@@ -379,7 +422,9 @@ class HistoryStore:
                 valid_plans = valid_plans[~valid_plans["plan_id"].isin(duplicates)]
                 valid_steps = valid_steps[~valid_steps["plan_id"].isin(duplicates)]
             self._write_frames(conn, first_seq, valid_plans, valid_steps)
-        return ImportReport(len(valid_plans), len(problems), len(valid_steps), _rejections(problems))
+        return ImportReport(
+            len(valid_plans), len(problems), len(valid_steps), _rejections(problems)
+        )
 
     def _existing_ids(self, conn: Connection, plan_ids: pd.Series) -> set[str]:
         if conn.execute(select(plans.c.seq).limit(1)).first() is None:
@@ -387,9 +432,10 @@ class HistoryStore:
         found: set[str] = set()
         values = plan_ids.tolist()
         for start in range(0, len(values), 500):
-            chunk = values[start:start + 500]
-            found.update(conn.execute(select(plans.c.plan_id).where(
-                plans.c.plan_id.in_(chunk))).scalars())
+            chunk = values[start : start + 500]
+            found.update(
+                conn.execute(select(plans.c.plan_id).where(plans.c.plan_id.in_(chunk))).scalars()
+            )
         return found
 
     def _write_frames(
@@ -471,8 +517,16 @@ class HistoryStore:
 
 
 _PLAN_WRITE_COLUMNS = (
-    "seq", "plan_id", "agent_id", "goal_type", "status", "started_at_us", "finished_at_us",
-    "reward", "error", "priority",
+    "seq",
+    "plan_id",
+    "agent_id",
+    "goal_type",
+    "status",
+    "started_at_us",
+    "finished_at_us",
+    "reward",
+    "error",
+    "priority",
 )
 _STEP_WRITE_COLUMNS = ("plan_seq", "step_index", "tool", "status", "duration_ms", "error")
 
@@ -502,7 +556,10 @@ def _interchange_frames(batch: PlanBatch) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _as_micros(stamps: pd.Series) -> pd.Series:
     return pd.Series(
-        stamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]").view("int64"),
+        stamps.dt.tz_convert("UTC")
+        .dt.tz_localize(None)
+        .to_numpy(dtype="datetime64[us]")
+        .view("int64"),
         index=stamps.index,
     )
 
@@ -510,8 +567,8 @@ def _as_micros(stamps: pd.Series) -> pd.Series:
 def _duplicate_problems(plan_ids: pd.Series, duplicates: set[str]) -> list[Problem]:
     rows = plan_ids[plan_ids.isin(duplicates)]
     return [
-        Problem("plans", row, pid, "plan_id", "plan_id is already in the store")
-        for row, pid in rows.items()
+        Problem("plans", int(row), pid, "plan_id", "plan_id is already in the store")
+        for row, pid in zip(rows.index, rows, strict=True)
     ]
 
 
@@ -525,4 +582,3 @@ def _rejections(problems: list[Problem]) -> pd.DataFrame:
             "reason": pd.Series([p.reason for p in problems], dtype="str"),
         }
     )
-

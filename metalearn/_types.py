@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import KW_ONLY, dataclass, field, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NoReturn, TypeVar
@@ -61,13 +61,18 @@ def _name(plan_id: str | None, step_index: int | None, name: str, value: Any) ->
         _fail(plan_id, step_index, name, value, "it must be a non-empty string")
     if len(value) > MAX_NAME_LENGTH:
         _fail(
-            plan_id, step_index, name, f"{value[:20]}...",
+            plan_id,
+            step_index,
+            name,
+            f"{value[:20]}...",
             f"it has {len(value)} characters; at most {MAX_NAME_LENGTH} are allowed",
         )
     return value
 
 
-def _optional_text(plan_id: str | None, step_index: int | None, name: str, value: Any) -> str | None:
+def _optional_text(
+    plan_id: str | None, step_index: int | None, name: str, value: Any
+) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -78,9 +83,7 @@ def _optional_text(plan_id: str | None, step_index: int | None, name: str, value
 _E = TypeVar("_E", bound=StrEnum)
 
 
-def _enum(
-    plan_id: str | None, step_index: int | None, name: str, value: Any, kind: type[_E]
-) -> _E:
+def _enum(plan_id: str | None, step_index: int | None, name: str, value: Any, kind: type[_E]) -> _E:
     try:
         return kind(value)
     except ValueError:
@@ -119,14 +122,17 @@ def _timestamp(plan_id: str, name: str, value: Any) -> datetime:
         _fail(plan_id, None, name, value, "it must be a timezone-aware datetime")
     if value.tzinfo is None or value.utcoffset() is None:
         _fail(
-            plan_id, None, name, value,
+            plan_id,
+            None,
+            name,
+            value,
             "naive datetimes are ambiguous; pass a timezone-aware one "
             "(e.g. datetime.now(timezone.utc))",
         )
     return value.astimezone(UTC)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Step:
     """One tool call of a plan.
 
@@ -142,37 +148,66 @@ class Step:
 
     step_index: int
     tool: str
-    status: StepStatus = StepStatus.OK
-    duration_ms: float | None = None
-    error: str | None = None
+    status: StepStatus
+    duration_ms: float | None
+    error: str | None
 
-    def __post_init__(self) -> None:
-        self._validate(None)
-
-    def _validate(self, plan_id: str | None) -> None:
-        index = _index(plan_id, self.step_index)
-        set_ = object.__setattr__
-        set_(self, "tool", _name(plan_id, index, "tool", self.tool))
-        set_(self, "status", _enum(plan_id, index, "status", self.status, StepStatus))
-        set_(self, "duration_ms", _number(plan_id, index, "duration_ms", self.duration_ms, minimum=0))
-        set_(self, "error", _optional_text(plan_id, index, "error", self.error))
+    def __init__(
+        self,
+        step_index: int,
+        tool: str,
+        status: StepStatus | str = StepStatus.OK,
+        duration_ms: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        _init_step(self, None, step_index, tool, status, duration_ms, error)
 
     @classmethod
     def _from_mapping(cls, plan_id: str, position: int, values: Mapping[str, Any]) -> Step:
-        known = {f.name: f.default for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
+        unknown = sorted(set(values) - set(_STEP_FIELDS))
         if unknown:
-            _fail(plan_id, position, unknown[0], values[unknown[0]],
-                  f"a step has only the fields {', '.join(known)}")
+            _fail(
+                plan_id,
+                position,
+                unknown[0],
+                values[unknown[0]],
+                f"a step has only the fields {', '.join(_STEP_FIELDS)}",
+            )
         step = object.__new__(cls)
-        for name, default in known.items():
-            default = position if name == "step_index" else default
-            object.__setattr__(step, name, values.get(name, default))
-        step._validate(plan_id)
+        _init_step(
+            step,
+            plan_id,
+            values.get("step_index", position),
+            values.get("tool"),
+            values.get("status", StepStatus.OK),
+            values.get("duration_ms"),
+            values.get("error"),
+        )
         return step
 
 
-@dataclass(frozen=True, slots=True)
+_STEP_FIELDS = ("step_index", "tool", "status", "duration_ms", "error")
+
+
+def _init_step(
+    step: Step,
+    plan_id: str | None,
+    step_index: Any,
+    tool: Any,
+    status: Any,
+    duration_ms: Any,
+    error: Any,
+) -> None:
+    index = _index(plan_id, step_index)
+    set_ = object.__setattr__
+    set_(step, "step_index", index)
+    set_(step, "tool", _name(plan_id, index, "tool", tool))
+    set_(step, "status", _enum(plan_id, index, "status", status, StepStatus))
+    set_(step, "duration_ms", _number(plan_id, index, "duration_ms", duration_ms, minimum=0))
+    set_(step, "error", _optional_text(plan_id, index, "error", error))
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Plan:
     """A finalized plan: the agent, the goal, the ordered steps and how it ended.
 
@@ -190,9 +225,10 @@ class Plan:
     >>> plan.status, [s.tool for s in plan.steps], plan.duration_s
     (<PlanStatus.SUCCEEDED: 'succeeded'>, ['lookup_order', 'refund'], 4.0)
     >>> Plan("p-2", "support-bot", "failed", "2026-01-05T10:00:00Z", "2026-01-05T09:00:00Z")
+    ... # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    metalearn._errors.InvalidRecordError: plan 'p-2': field 'finished_at' = datetime.datetime(2026, 1, 5, 9, 0, tzinfo=datetime.timezone.utc); it must not be earlier than started_at (2026-01-05 10:00:00+00:00)
+    metalearn._errors.InvalidRecordError: plan 'p-2': field 'finished_at' = '2026-01-05T09:00:00...
     """
 
     plan_id: str
@@ -200,33 +236,52 @@ class Plan:
     status: PlanStatus
     started_at: datetime
     finished_at: datetime
-    _: KW_ONLY
-    goal_type: str | None = None
-    steps: tuple[Step, ...] = field(default=())
-    reward: float | None = None
-    error: str | None = None
-    priority: int = 0
+    goal_type: str | None
+    steps: tuple[Step, ...]
+    reward: float | None
+    error: str | None
+    priority: int
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        plan_id: str,
+        agent_id: str,
+        status: PlanStatus | str,
+        started_at: datetime | str,
+        finished_at: datetime | str,
+        *,
+        goal_type: str | None = None,
+        steps: Iterable[Step | Mapping[str, Any]] = (),
+        reward: float | None = None,
+        error: str | None = None,
+        priority: int = 0,
+    ) -> None:
         set_ = object.__setattr__
-        plan_id = _name(None, None, "plan_id", self.plan_id)
-        set_(self, "agent_id", _name(plan_id, None, "agent_id", self.agent_id))
-        if self.goal_type not in (None, ""):
-            _name(plan_id, None, "goal_type", self.goal_type)
-        set_(self, "goal_type", self.goal_type or None)
-        set_(self, "status", _enum(plan_id, None, "status", self.status, PlanStatus))
-        started = _timestamp(plan_id, "started_at", self.started_at)
-        finished = _timestamp(plan_id, "finished_at", self.finished_at)
+        plan_id = _name(None, None, "plan_id", plan_id)
+        set_(self, "plan_id", plan_id)
+        set_(self, "agent_id", _name(plan_id, None, "agent_id", agent_id))
+        if goal_type not in (None, ""):
+            _name(plan_id, None, "goal_type", goal_type)
+        set_(self, "goal_type", goal_type or None)
+        set_(self, "status", _enum(plan_id, None, "status", status, PlanStatus))
+        started = _timestamp(plan_id, "started_at", started_at)
+        finished = _timestamp(plan_id, "finished_at", finished_at)
         if finished < started:
-            _fail(plan_id, None, "finished_at", finished,
-                  f"it must not be earlier than started_at ({started})")
+            _fail(
+                plan_id,
+                None,
+                "finished_at",
+                finished.isoformat(),
+                f"it must not be earlier than started_at ({started.isoformat()})",
+            )
         set_(self, "started_at", started)
         set_(self, "finished_at", finished)
-        set_(self, "steps", self._steps(plan_id, self.steps))
-        set_(self, "reward", _number(plan_id, None, "reward", self.reward, minimum=None))
-        set_(self, "error", _optional_text(plan_id, None, "error", self.error))
-        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
-            _fail(plan_id, None, "priority", self.priority, "it must be an integer")
+        set_(self, "steps", self._steps(plan_id, steps))
+        set_(self, "reward", _number(plan_id, None, "reward", reward, minimum=None))
+        set_(self, "error", _optional_text(plan_id, None, "error", error))
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            _fail(plan_id, None, "priority", priority, "it must be an integer")
+        set_(self, "priority", priority)
 
     @staticmethod
     def _steps(plan_id: str, steps: Iterable[Step | Mapping[str, Any]]) -> tuple[Step, ...]:
@@ -239,8 +294,13 @@ class Plan:
             elif not isinstance(step, Step):
                 _fail(plan_id, position, "steps", step, "each step must be a Step or a mapping")
             if step.step_index != position:
-                _fail(plan_id, step.step_index, "step_index", step.step_index,
-                      f"steps must be numbered 0..n-1 in order (expected {position})")
+                _fail(
+                    plan_id,
+                    step.step_index,
+                    "step_index",
+                    step.step_index,
+                    f"steps must be numbered 0..n-1 in order (expected {position})",
+                )
             built.append(step)
         return tuple(built)
 

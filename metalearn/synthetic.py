@@ -56,14 +56,30 @@ PLANTED_TOOLS = frozenset(tool for p in PLANTED_PATTERNS for tool in p.pattern)
 """Tools that occur only inside planted patterns."""
 
 BACKGROUND_TOOLS: tuple[str, ...] = (
-    "search_web", "fetch_page", "read_file", "write_file", "query_db", "call_api",
-    "run_code", "run_tests", "summarize", "send_message", "lookup_user", "parse_document",
+    "search_web",
+    "fetch_page",
+    "read_file",
+    "write_file",
+    "query_db",
+    "call_api",
+    "run_code",
+    "run_tests",
+    "summarize",
+    "send_message",
+    "lookup_user",
+    "parse_document",
 )
 """Everyday tools; their sequences are independent of the outcome."""
 
 _AGENT_NAMES = (
-    "support-bot", "research-agent", "booking-agent", "code-agent",
-    "data-analyst", "ops-agent", "sales-assistant", "triage-agent",
+    "support-bot",
+    "research-agent",
+    "booking-agent",
+    "code-agent",
+    "data-analyst",
+    "ops-agent",
+    "sales-assistant",
+    "triage-agent",
 )
 _GOAL_TYPES = {  # name: (difficulty in log-odds, share of plans)
     "lookup": (0.9, 0.25),
@@ -75,13 +91,30 @@ _GOAL_TYPES = {  # name: (difficulty in log-odds, share of plans)
 }
 _BASE_LOG_ODDS = 0.45
 _MEDIAN_MS = {  # typical duration of one call, in milliseconds
-    "search_web": 900, "fetch_page": 1400, "read_file": 40, "write_file": 60, "query_db": 120,
-    "call_api": 650, "run_code": 2500, "run_tests": 8000, "summarize": 3200,
-    "send_message": 300, "lookup_user": 90, "parse_document": 700, "validate_input": 150,
-    "dry_run": 1800, "apply_change": 400, "ask_clarification": 200, "confirm_goal": 1200,
-    "retry": 2600, "fallback_model": 5000, "guess_answer": 2200,
+    "search_web": 900,
+    "fetch_page": 1400,
+    "read_file": 40,
+    "write_file": 60,
+    "query_db": 120,
+    "call_api": 650,
+    "run_code": 2500,
+    "run_tests": 8000,
+    "summarize": 3200,
+    "send_message": 300,
+    "lookup_user": 90,
+    "parse_document": 700,
+    "validate_input": 150,
+    "dry_run": 1800,
+    "apply_change": 400,
+    "ask_clarification": 200,
+    "confirm_goal": 1200,
+    "retry": 2600,
+    "fallback_model": 5000,
+    "guess_answer": 2200,
 }
 _MIN_STEPS, _MAX_BACKGROUND = 3, 12
+
+
 def _transitions() -> tuple[np.ndarray, np.ndarray]:
     """A fixed (seed-independent) Markov chain over the background tools."""
     chain_rng = np.random.default_rng(20260101)
@@ -92,8 +125,10 @@ def _transitions() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _next(rng: np.random.Generator, cumulative: np.ndarray) -> np.ndarray:
-    draws = rng.random(cumulative.shape[0])
-    return np.minimum((draws[:, None] > cumulative).sum(axis=1), cumulative.shape[1] - 1)
+    draws = rng.random(size=(cumulative.shape[0], 1))
+    picked: np.ndarray = (draws > cumulative).sum(axis=1)
+    capped: np.ndarray = np.minimum(picked, cumulative.shape[1] - 1)
+    return capped
 
 
 def _background(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -150,13 +185,17 @@ def _insert(
 
 
 def _outcomes(
-    rng: np.random.Generator, agent: np.ndarray, goal: np.ndarray, choice: np.ndarray,
+    rng: np.random.Generator,
+    agent: np.ndarray,
+    goal: np.ndarray,
+    choice: np.ndarray,
     skills: np.ndarray,
 ) -> np.ndarray:
     difficulty = np.array([d for d, _ in _GOAL_TYPES.values()] + [0.0])
     effects = np.array([p.log_odds for p in PLANTED_PATTERNS] + [0.0])
     log_odds = _BASE_LOG_ODDS + skills[agent] + difficulty[goal] + effects[choice]
-    return rng.random(len(agent)) < 1 / (1 + np.exp(-log_odds))
+    succeeded: np.ndarray = rng.random(len(agent)) < 1 / (1 + np.exp(-log_odds))
+    return succeeded
 
 
 def _error_texts(rng: np.random.Generator, tools: pd.Series) -> np.ndarray:
@@ -172,8 +211,11 @@ def _error_texts(rng: np.random.Generator, tools: pd.Series) -> np.ndarray:
         "RateLimitError: retry after " + small + " s (request req_" + big + ")",
     ]
     kind = rng.integers(0, len(templates), size=n)
-    return np.select([kind == k for k in range(len(templates))],
-                     [t.to_numpy(dtype=object) for t in templates], default="")
+    return np.select(
+        [kind == k for k in range(len(templates))],
+        [t.to_numpy(dtype=object) for t in templates],
+        default="",
+    )
 
 
 def _step_frame(
@@ -199,13 +241,15 @@ def _step_frame(
     names = np.array(_vocabulary())
     tool = pd.Series(names[codes], dtype="str")
     status = np.where(skipped, "skipped", np.where(error, "error", "ok"))
-    frame = pd.DataFrame({
-        "plan": plan,
-        "step_index": position.astype("int64"),
-        "tool": tool,
-        "status": pd.Series(status, dtype="str"),
-        "duration_ms": np.where(unknown, np.nan, np.round(duration, 1)),
-    })
+    frame = pd.DataFrame(
+        {
+            "plan": plan,
+            "step_index": position.astype("int64"),
+            "tool": tool,
+            "status": pd.Series(status, dtype="str"),
+            "duration_ms": np.where(unknown, np.nan, np.round(duration, 1)),
+        }
+    )
     texts = np.full(plan.size, None, dtype=object)
     texts[error] = _error_texts(rng, tool[error])
     frame["error"] = pd.Series(texts, dtype="str")
@@ -215,7 +259,11 @@ def _step_frame(
 def _plan_errors(steps: pd.DataFrame, n: int, succeeded: np.ndarray) -> pd.Series:
     errors = steps[steps["status"] == "error"].drop_duplicates("plan")
     text = (
-        "step " + errors["step_index"].astype("str") + " (" + errors["tool"] + ") failed: "
+        "step "
+        + errors["step_index"].astype("str")
+        + " ("
+        + errors["tool"]
+        + ") failed: "
         + errors["error"]
     )
     result = pd.Series(pd.NA, index=range(n), dtype="str")
@@ -248,8 +296,9 @@ def make_history(
     The planted ground truth is :data:`PLANTED_PATTERNS` (see the module docstring).
 
     >>> plans, steps = make_history(1_000, seed=7, end=datetime(2026, 1, 1, tzinfo=UTC))
-    >>> len(plans), plans["agent_id"].nunique(), steps.groupby("plan_id").size().between(3, 15).all()
-    (1000, 6, np.True_)
+    >>> sizes = steps.groupby("plan_id").size()
+    >>> len(plans), plans["agent_id"].nunique(), sizes.min() >= 3, sizes.max() <= 15
+    (1000, 6, np.True_, np.True_)
     >>> plans["finished_at"].max() <= pd.Timestamp("2026-01-01", tz="UTC")
     True
     """
@@ -273,15 +322,19 @@ def make_history(
     tools, choice = _insert(rng, background, lengths)
     succeeded = _outcomes(rng, agent, goal, choice, skills)
     steps, step_counts = _step_frame(rng, tools, succeeded)
-    plans = _plan_frame(
-        rng, agent, agent_names, goal, succeeded, steps, step_counts, end, days
-    )
+    plans = _plan_frame(rng, agent, agent_names, goal, succeeded, steps, step_counts, end, days)
     return _with_ids(plans, steps, seed)
 
 
 def _plan_frame(
-    rng: np.random.Generator, agent: np.ndarray, agent_names: list[str], goal: np.ndarray,
-    succeeded: np.ndarray, steps: pd.DataFrame, step_counts: np.ndarray, end: datetime,
+    rng: np.random.Generator,
+    agent: np.ndarray,
+    agent_names: list[str],
+    goal: np.ndarray,
+    succeeded: np.ndarray,
+    steps: pd.DataFrame,
+    step_counts: np.ndarray,
+    end: datetime,
     days: float,
 ) -> pd.DataFrame:
     n = len(agent)
@@ -295,15 +348,17 @@ def _plan_frame(
     finished -= finished % 1000  # whole milliseconds
     started = finished - np.round(busy_ms + overhead_ms).astype("int64") * 1000
     reward = np.where(succeeded, rng.uniform(0.6, 1.0, n), rng.uniform(0.0, 0.4, n))
-    return pd.DataFrame({
-        "agent_id": pd.Series(np.array(agent_names)[agent], dtype="str"),
-        "goal_type": pd.Series(goal_names, dtype="str"),
-        "status": pd.Series(np.where(succeeded, "succeeded", "failed"), dtype="str"),
-        "started_at": pd.to_datetime(started, unit="us", utc=True),
-        "finished_at": pd.to_datetime(finished, unit="us", utc=True),
-        "reward": np.round(reward, 3),
-        "error": _plan_errors(steps, n, succeeded),
-    })
+    return pd.DataFrame(
+        {
+            "agent_id": pd.Series(np.array(agent_names)[agent], dtype="str"),
+            "goal_type": pd.Series(goal_names, dtype="str"),
+            "status": pd.Series(np.where(succeeded, "succeeded", "failed"), dtype="str"),
+            "started_at": pd.to_datetime(started, unit="us", utc=True),
+            "finished_at": pd.to_datetime(finished, unit="us", utc=True),
+            "reward": np.round(reward, 3),
+            "error": _plan_errors(steps, n, succeeded),
+        }
+    )
 
 
 def _with_ids(
@@ -325,14 +380,16 @@ def planted_patterns() -> pd.DataFrame:
     >>> planted_patterns()[["pattern_text", "direction"]].iloc[0].tolist()
     ['validate_input → dry_run → apply_change', 'success']
     """
-    return pd.DataFrame({
-        "pattern": [p.pattern for p in PLANTED_PATTERNS],
-        "pattern_text": [" → ".join(p.pattern) for p in PLANTED_PATTERNS],
-        "length": [len(p.pattern) for p in PLANTED_PATTERNS],
-        "direction": [p.direction for p in PLANTED_PATTERNS],
-        "log_odds": [p.log_odds for p in PLANTED_PATTERNS],
-        "share": [p.share for p in PLANTED_PATTERNS],
-    })
+    return pd.DataFrame(
+        {
+            "pattern": [p.pattern for p in PLANTED_PATTERNS],
+            "pattern_text": [" → ".join(p.pattern) for p in PLANTED_PATTERNS],
+            "length": [len(p.pattern) for p in PLANTED_PATTERNS],
+            "direction": [p.direction for p in PLANTED_PATTERNS],
+            "log_odds": [p.log_odds for p in PLANTED_PATTERNS],
+            "share": [p.share for p in PLANTED_PATTERNS],
+        }
+    )
 
 
 def is_planted_related(pattern: tuple[str, ...] | list[str]) -> bool:

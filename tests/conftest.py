@@ -1,0 +1,83 @@
+"""Shared fixtures: stores on SQLite and PostgreSQL, the τ-bench data, plan factories."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+
+from metalearn import HistoryStore, Plan
+from metalearn._schema import metadata
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+TAU_BENCH = SHARED / "data" / "tau_bench"
+POSTGRES_URL = os.environ.get("METALEARN_TEST_POSTGRES_URL")
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _postgres_url() -> str:
+    if POSTGRES_URL:
+        return POSTGRES_URL
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(
+            "METALEARN_TEST_POSTGRES_URL is not set under CI=true: "
+            "PostgreSQL tests must run in CI (.ci/run starts the server)"
+        )
+    pytest.skip("set METALEARN_TEST_POSTGRES_URL (see .ci/postgres.sh) to run PostgreSQL tests")
+
+
+def _reset_postgres(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        metadata.drop_all(conn)
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database: a SQLite file, or the test PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'history.db'}"
+        return
+    url = _postgres_url()
+    _reset_postgres(url)
+    yield url
+    _reset_postgres(url)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[HistoryStore]:
+    """An empty HistoryStore on each backend."""
+    with HistoryStore(store_url) as history:
+        yield history
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[HistoryStore]:
+    with HistoryStore(f"sqlite:///{tmp_path / 'history.db'}") as history:
+        yield history
+
+
+def make_plan(
+    plan_id: str,
+    *,
+    agent_id: str = "agent-a",
+    tools: tuple[str, ...] = ("search", "fetch", "respond"),
+    status: str = "succeeded",
+    offset_s: int = 0,
+) -> Plan:
+    """A valid plan whose steps call ``tools`` in order."""
+    start = T0 + timedelta(seconds=offset_s)
+    return Plan(
+        plan_id,
+        agent_id,
+        status,
+        start,
+        start + timedelta(seconds=len(tools)),
+        goal_type="lookup",
+        steps=[{"tool": t, "duration_ms": 10.0 * (i + 1)} for i, t in enumerate(tools)],
+    )

@@ -1,0 +1,48 @@
+"""The public surface: exports, typing marker, docstrings, the command line."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+import metalearn
+import metalearn.synthetic
+from metalearn.cli import main
+
+
+def test_all_is_sorted_and_complete() -> None:
+    public = {name for name in vars(metalearn) if not name.startswith("_")}
+    modules = {"synthetic", "cli"}
+    assert metalearn.__all__ == sorted(metalearn.__all__)
+    assert set(metalearn.__all__) - {"__version__"} == public - modules
+
+
+def test_py_typed_is_shipped() -> None:
+    assert (Path(metalearn.__file__).parent / "py.typed").exists()
+
+
+@pytest.mark.parametrize("module", [metalearn, metalearn.synthetic], ids=lambda m: m.__name__)
+def test_public_names_have_docstrings(module: object) -> None:
+    for name in module.__all__:  # type: ignore[attr-defined]
+        obj = getattr(module, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert inspect.getdoc(obj), f"{module.__name__}.{name} has no docstring"  # type: ignore[attr-defined]
+
+
+def test_errors_hierarchy() -> None:
+    assert issubclass(metalearn.InvalidRecordError, metalearn.MetalearnError)
+    assert issubclass(metalearn.InvalidRecordError, ValueError)
+    assert issubclass(metalearn.DuplicatePlanError, metalearn.MetalearnError)
+
+
+def test_demo_builds_and_summarises(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    assert main(["demo", "--db", url, "--plans", "2000"]) == 0
+    out = capsys.readouterr().out
+    assert "built a demo history: 2,000 plans" in out
+    assert f"<HistoryStore {url} plans=2000>" in out
+    assert "validate_input → dry_run → apply_change   success" in out
+    assert main(["demo", "--db", url]) == 0
+    assert "using the existing history" in capsys.readouterr().out
