@@ -3,8 +3,9 @@
 Hierarchy::
 
     MetalearnError
-    ├── InvalidRecordError (also a ValueError)   a plan, step or import row is malformed
-    └── DuplicatePlanError                       a plan_id is already in the store
+    ├── InvalidRecordError (also a ValueError)     a plan, step or import row is malformed
+    ├── InvalidArgumentError (also a ValueError)   an analysis option is out of range
+    └── DuplicatePlanError                         a plan_id is already in the store
 
 Every message names the record (plan id, step index or import row) and the field, and
 says what would have been accepted.
@@ -12,7 +13,7 @@ says what would have been accepted.
 
 from __future__ import annotations
 
-__all__ = ["DuplicatePlanError", "InvalidRecordError", "MetalearnError"]
+__all__ = ["DuplicatePlanError", "InvalidArgumentError", "InvalidRecordError", "MetalearnError"]
 
 
 class MetalearnError(Exception):
@@ -43,6 +44,10 @@ class InvalidRecordError(MetalearnError, ValueError):
         self.field = field
         self.row = row
         self.table = table
+
+
+class InvalidArgumentError(MetalearnError, ValueError):
+    """An option passed to an analysis is outside what it accepts; the message says what is."""
 
 
 class DuplicatePlanError(MetalearnError):

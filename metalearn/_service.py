@@ -1,0 +1,223 @@
+"""MetaLearningService: the analyses, as blocking ``*_sync`` methods and awaitable twins."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session
+
+from metalearn._analysis import ExecutionAnalysis, analyze
+from metalearn._errors import InvalidArgumentError
+from metalearn._patterns import PatternReport, extract
+from metalearn._queries import Window
+from metalearn._store import HistoryStore
+from metalearn._warehouse import Warehouse
+
+__all__ = ["MetaLearningService"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_S = TypeVar("_S", bound="MetaLearningService")
+
+Database = HistoryStore | Engine | Session | URL | str
+
+
+def _async_twin(
+    sync: Callable[Concatenate[_S, _P], _R],
+) -> Callable[Concatenate[_S, _P], Coroutine[Any, Any, _R]]:
+    """Make ``name`` from ``name_sync``: same parameters, runs in the service's workers."""
+
+    async def twin(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return await self._in_worker(sync, self, *args, **kwargs)
+
+    functools.update_wrapper(twin, sync)
+    name = sync.__name__.removesuffix("_sync")
+    twin.__name__ = name
+    twin.__qualname__ = sync.__qualname__.removesuffix("_sync")
+    twin.__doc__ = (
+        f"Awaitable twin of :meth:`{sync.__name__}`: same parameters and result, computed "
+        "in the service's worker threads so the event loop keeps running.\n\n"
+        + inspect.cleandoc(sync.__doc__ or "").split("\n\n>>>")[0]
+    )
+    return twin
+
+
+def _check_pattern_options(min_length: int, max_length: int, min_support: int, fdr: float) -> None:
+    def whole(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not whole(min_length) or min_length < 1:
+        raise InvalidArgumentError(f"min_length must be an integer >= 1, not {min_length!r}")
+    if not whole(max_length) or max_length < min_length:
+        raise InvalidArgumentError(
+            f"max_length must be an integer >= min_length ({min_length}), not {max_length!r}"
+        )
+    if not whole(min_support) or min_support < 1:
+        raise InvalidArgumentError(
+            f"min_support must be an integer >= 1 (plans containing a pattern), not {min_support!r}"
+        )
+    if isinstance(fdr, bool) or not isinstance(fdr, int | float) or not 0 < fdr <= 1:
+        raise InvalidArgumentError(f"fdr must be a number in (0, 1], not {fdr!r}")
+
+
+def _as_store(db: Database) -> tuple[HistoryStore, bool]:
+    """The store to read, and whether this service created it (and so closes it)."""
+    if isinstance(db, HistoryStore):
+        return db, False
+    if isinstance(db, Session):  # sessions are not thread-safe: only borrow the bind
+        bind = db.get_bind()
+        return HistoryStore(bind if isinstance(bind, Engine) else bind.engine), True
+    if isinstance(db, Engine | URL | str):
+        return HistoryStore(db), True
+    raise TypeError(
+        "db must be a HistoryStore, a SQLAlchemy Engine or Session, or a database URL, "
+        f"not {type(db).__name__}"
+    )
+
+
+class MetaLearningService:
+    """Analyses of execution history: success rates and successful patterns.
+
+    ``db`` is a :class:`HistoryStore`, a SQLAlchemy ``Engine`` or ``Session`` (only its
+    bind is used) or a URL. The service mirrors the store into an in-process DuckDB
+    warehouse (``warehouse_path`` persists it) and owns a bounded pool of ``max_workers``
+    threads. Every analysis is a blocking ``name_sync(...)`` method with an awaitable twin
+    ``await name(...)`` that runs it in that pool. Use it as a context manager (``with`` or
+    ``async with``) or call :meth:`close`.
+
+    >>> from metalearn.synthetic import make_history
+    >>> store = HistoryStore("sqlite://")
+    >>> _ = store.import_frames(*make_history(2_000, seed=3))
+    >>> with MetaLearningService(store) as service:
+    ...     analysis = service.analyze_execution_patterns_sync(time_range_days=None)
+    ...     report = service.extract_successful_patterns_sync(time_range_days=None)
+    >>> analysis.n_plans, report.successful["pattern_text"].iloc[0]
+    (2000, 'validate_input → dry_run → apply_change')
+    """
+
+    def __init__(
+        self, db: Database, *, max_workers: int = 4, warehouse_path: str | Path | None = None
+    ) -> None:
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise InvalidArgumentError(f"max_workers must be an integer >= 1, not {max_workers!r}")
+        self.store, self._owns_store = _as_store(db)
+        self.warehouse = Warehouse(self.store, path=warehouse_path)
+        self.max_workers = max_workers
+        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="metalearn-worker")
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"watermark={self.warehouse.watermark}"
+        return f"<MetaLearningService {self.store.url} workers={self.max_workers} {state}>"
+
+    async def _in_worker(
+        self, function: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> _R:
+        """The one place that hands blocking work to the worker threads."""
+        if self._closed:
+            raise RuntimeError("this MetaLearningService is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, functools.partial(function, *args, **kwargs)
+        )
+
+    # -- analyses ----------------------------------------------------------------------
+
+    def refresh_sync(self) -> int:
+        """Mirror the plans recorded since the last refresh; return how many were new."""
+        return self.warehouse.refresh()
+
+    def analyze_execution_patterns_sync(
+        self,
+        agent_id: str | None = None,
+        *,
+        time_range_days: float | None = 30,
+        as_of: datetime | None = None,
+    ) -> ExecutionAnalysis:
+        """Success rates, durations and failure reasons of one agent (or all, ``None``).
+
+        Covers plans that finished in ``(as_of - time_range_days, as_of]`` (``as_of``
+        defaults to now, UTC), or the whole history when ``time_range_days`` is None.
+        Returns an :class:`ExecutionAnalysis` (its tables and columns are listed there).
+        """
+        window = Window.build(agent_id, time_range_days, as_of)
+        self.warehouse.refresh()
+        with self.warehouse.snapshot() as snapshot:
+            return analyze(snapshot, window)
+
+    def extract_successful_patterns_sync(
+        self,
+        agent_id: str | None = None,
+        *,
+        time_range_days: float | None = 30,
+        as_of: datetime | None = None,
+        min_length: int = 1,
+        max_length: int = 4,
+        min_support: int = 20,
+        fdr: float = 0.05,
+    ) -> PatternReport:
+        """Tool sequences whose presence raises or lowers the success rate.
+
+        Tests every contiguous tool sequence of ``min_length..max_length`` tools contained
+        in at least ``min_support`` plans of the window (see
+        :meth:`analyze_execution_patterns_sync`) with a two-sided Fisher exact test, and
+        controls the false discovery rate at ``fdr`` (Benjamini-Hochberg). Returns a
+        :class:`PatternReport`; ``report.successful`` and ``report.failing`` hold the
+        significant ones.
+        """
+        window = Window.build(agent_id, time_range_days, as_of)
+        _check_pattern_options(min_length, max_length, min_support, fdr)
+        self.warehouse.refresh()
+        with self.warehouse.snapshot() as snapshot:
+            return extract(
+                snapshot, window, min_length=min_length, max_length=max_length,
+                min_support=min_support, fdr=fdr,
+            )  # fmt: skip
+
+    refresh = _async_twin(refresh_sync)
+    analyze_execution_patterns = _async_twin(analyze_execution_patterns_sync)
+    extract_successful_patterns = _async_twin(extract_successful_patterns_sync)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Wait for running analyses, then release the threads, DuckDB and the store."""
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self.warehouse.close()
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> MetaLearningService:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> MetaLearningService:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.close)  # waiting for workers must not block the loop
