@@ -38,7 +38,9 @@ def _async_twin(
     """Make ``name`` from ``name_sync``: same parameters, runs in the service's workers."""
 
     async def twin(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        return await self._in_worker(sync, self, *args, **kwargs)
+        # Looked up per call, so a subclass overriding ``name_sync`` changes ``name`` too.
+        method: Callable[_P, _R] = getattr(self, sync.__name__)
+        return await self._in_worker(method, *args, **kwargs)
 
     functools.update_wrapper(twin, sync)
     name = sync.__name__.removesuffix("_sync")

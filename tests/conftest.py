@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine
@@ -81,3 +83,38 @@ def make_plan(
         goal_type="lookup",
         steps=[{"tool": t, "duration_ms": 10.0 * (i + 1)} for i, t in enumerate(tools)],
     )
+
+
+END = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def tau_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HistoryStore]:
+    """The 200 τ-bench airline plans in a SQLite store (shared, read-only for tests)."""
+    path = tmp_path_factory.mktemp("tau") / "tau.db"
+    with HistoryStore(f"sqlite:///{path}") as store:
+        store.import_csv(TAU_BENCH / "plans.csv", TAU_BENCH / "steps.csv")
+        yield store
+
+
+@pytest.fixture(scope="session")
+def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HistoryStore]:
+    """20,000 synthetic plans with planted patterns, ending at END (shared, read-only)."""
+    from metalearn.synthetic import make_history
+
+    path = tmp_path_factory.mktemp("synthetic") / "history.db"
+    with HistoryStore(f"sqlite:///{path}") as store:
+        store.import_frames(*make_history(20_000, seed=1, end=END))
+        yield store
+
+
+@pytest.fixture(params=["sync", "async"])
+def call(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """Runs a service method through its blocking ``_sync`` form or its awaitable twin."""
+
+    def run(service: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        if request.param == "sync":
+            return getattr(service, f"{name}_sync")(*args, **kwargs)
+        return asyncio.run(getattr(service, name)(*args, **kwargs))
+
+    return run

@@ -1,0 +1,302 @@
+"""analyze_execution_patterns: exact figures on real and synthetic data, sync and async."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binomtest
+
+from metalearn import (
+    ExecutionAnalysis,
+    HistoryStore,
+    InvalidArgumentError,
+    MetalearnError,
+    MetaLearningService,
+    Plan,
+)
+from metalearn.synthetic import make_history
+from tests.conftest import END, T0
+
+AS_OF = END - timedelta(days=5)
+RATES = ["plans", "successes", "success_rate", "ci_low", "ci_high"]
+
+
+@pytest.fixture(scope="module")
+def tau(tau_store: HistoryStore) -> Iterator[MetaLearningService]:
+    with MetaLearningService(tau_store, max_workers=2) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def synthetic(synthetic_store: HistoryStore) -> Iterator[MetaLearningService]:
+    with MetaLearningService(synthetic_store, max_workers=2) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The same synthetic history as the store holds, regenerated for pandas to check."""
+    return make_history(20_000, seed=1, end=END)
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    ci = binomtest(k, n).proportion_ci(method="wilson")
+    return ci.low, ci.high
+
+
+# -- τ-bench ---------------------------------------------------------------------------
+
+
+def test_tau_bench_overall_and_goal_types(
+    tau: MetaLearningService, call: Callable[..., Any]
+) -> None:
+    analysis = call(tau, "analyze_execution_patterns", time_range_days=None)
+    assert isinstance(analysis, ExecutionAnalysis)
+    overall = analysis.overall.iloc[0]
+    assert (overall["plans"], overall["successes"], overall["success_rate"]) == (200, 84, 0.42)
+    assert (overall["ci_low"], overall["ci_high"]) == pytest.approx(wilson(84, 200), rel=1e-12)
+    goals = analysis.by_goal_type.set_index("goal_type")
+    expected = {"airline:transfer": (16, 14), "airline:book": (16, 1), "airline:no_write": (64, 43)}
+    for goal, (plans, successes) in expected.items():
+        assert (goals.loc[goal, "plans"], goals.loc[goal, "successes"]) == (plans, successes)
+        assert goals.loc[goal, "success_rate"] == successes / plans
+        assert (goals.loc[goal, "ci_low"], goals.loc[goal, "ci_high"]) == pytest.approx(
+            wilson(successes, plans), rel=1e-12
+        )
+    assert goals["plans"].sum() == 200 and analysis.by_agent["agent_id"].tolist() == [
+        "gpt-4o-airline"
+    ]
+
+
+def test_tau_bench_tools_and_failures(tau: MetaLearningService) -> None:
+    analysis = tau.analyze_execution_patterns_sync(time_range_days=None)
+    tools = analysis.by_tool.set_index("tool")
+    assert tools.loc["respond", "plans"] == 200 and tools.loc["respond", "calls"] == 1290
+    flights = tools.loc["update_reservation_flights"]
+    assert (flights["errors"], flights["calls"]) == (42, 104)
+    assert flights["error_rate"] == 42 / 104
+    assert tools["errors"].sum() == 73
+    reasons = analysis.failure_reasons
+    assert reasons["count"].sum() == 73
+    assert set(reasons["tool"]) == {"book_reservation", "update_reservation_flights",
+                                    "update_reservation_baggages"}  # fmt: skip
+    assert reasons["count"].is_monotonic_decreasing
+    assert analysis.by_day["day"].is_monotonic_increasing and analysis.by_day["plans"].sum() == 200
+
+
+# -- independent pandas computation on synthetic history --------------------------------
+
+
+def window_frames(
+    frames: tuple[pd.DataFrame, pd.DataFrame], agent_id: str | None, days: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    plans, steps = frames
+    finished = plans["finished_at"]
+    keep = (finished > pd.Timestamp(AS_OF) - pd.Timedelta(days=days)) & (
+        finished <= pd.Timestamp(AS_OF)
+    )
+    if agent_id is not None:
+        keep &= plans["agent_id"] == agent_id
+    chosen = plans[keep].assign(
+        succeeded=lambda f: f["status"] == "succeeded",
+        duration_s=lambda f: (f["finished_at"] - f["started_at"]).dt.total_seconds(),
+    )
+    chosen_steps = steps.merge(chosen[["plan_id", "succeeded"]], on="plan_id")
+    return chosen, chosen_steps
+
+
+def expected_groups(plans: pd.DataFrame, key: pd.Series) -> pd.DataFrame:
+    grouped = plans.groupby(key)
+    table = pd.DataFrame(
+        {
+            "plans": grouped.size(),
+            "successes": grouped["succeeded"].sum(),
+            "median_duration_s": grouped["duration_s"].median(),
+            "p95_duration_s": grouped["duration_s"].quantile(0.95),
+        }
+    )
+    table["success_rate"] = table["successes"] / table["plans"]
+    bounds = [
+        wilson(int(k), int(n)) for k, n in zip(table["successes"], table["plans"], strict=True)
+    ]
+    table["ci_low"], table["ci_high"] = zip(*bounds, strict=True)
+    return table
+
+
+@pytest.mark.parametrize("agent_id", [None, "support-bot"])
+def test_matches_pandas_on_synthetic_history(
+    synthetic: MetaLearningService,
+    frames: tuple[pd.DataFrame, pd.DataFrame],
+    call: Callable[..., Any],
+    agent_id: str | None,
+) -> None:
+    analysis = call(
+        synthetic, "analyze_execution_patterns", agent_id, time_range_days=20, as_of=AS_OF
+    )
+    plans, steps = window_frames(frames, agent_id, 20)
+    assert 1_000 < len(plans) < 8_000
+
+    overall = expected_groups(plans, pd.Series("all", index=plans.index)).iloc[0]
+    got = analysis.overall.iloc[0]
+    for column in analysis.overall.columns:
+        assert got[column] == pytest.approx(overall[column], rel=1e-9), column
+
+    for name, key in [("by_agent", plans["agent_id"]),
+                      ("by_goal_type", plans["goal_type"].fillna("(none)"))]:  # fmt: skip
+        table = getattr(analysis, name).set_index(
+            name.removeprefix("by_").replace("agent", "agent_id")
+        )
+        want = expected_groups(plans, key).loc[table.index, table.columns]
+        pd.testing.assert_frame_equal(table, want, check_dtype=False, check_names=False, rtol=1e-9)
+        assert table["plans"].is_monotonic_decreasing
+
+    tools = analysis.by_tool.set_index("tool")
+    grouped = steps.groupby("tool")
+    assert dict(tools["calls"]) == dict(grouped.size())
+    assert dict(tools["errors"]) == dict(grouped["status"].apply(lambda s: (s == "error").sum()))
+    assert dict(tools["plans"]) == dict(grouped["plan_id"].nunique())
+    successes = steps[steps["succeeded"]].groupby("tool")["plan_id"].nunique()
+    assert dict(tools["successes"]) == dict(successes)
+    np.testing.assert_allclose(
+        tools["median_duration_ms"], grouped["duration_ms"].median()[tools.index]
+    )
+    np.testing.assert_allclose(
+        tools["p95_duration_ms"], grouped["duration_ms"].quantile(0.95)[tools.index]
+    )
+
+    days = plans.groupby(plans["finished_at"].dt.date)["succeeded"].agg(["size", "sum"])
+    assert analysis.by_day["day"].tolist() == days.index.tolist()
+    assert analysis.by_day["plans"].tolist() == days["size"].tolist()
+    assert analysis.by_day["successes"].tolist() == days["sum"].tolist()
+
+
+def test_whole_history_and_default_window(synthetic: MetaLearningService) -> None:
+    everything = synthetic.analyze_execution_patterns_sync(time_range_days=None)
+    assert everything.n_plans == 20_000 and everything.through_seq == 20_000
+    recent = synthetic.analyze_execution_patterns_sync(as_of=END)  # default: 30 days
+    assert 8_000 < recent.n_plans < 12_000
+
+
+def test_columns_are_exactly_as_documented(synthetic: MetaLearningService) -> None:
+    analysis = synthetic.analyze_execution_patterns_sync(time_range_days=None)
+    plan_columns = [*RATES, "median_duration_s", "p95_duration_s"]
+    assert analysis.overall.columns.tolist() == plan_columns
+    assert analysis.by_agent.columns.tolist() == ["agent_id", *plan_columns]
+    assert analysis.by_goal_type.columns.tolist() == ["goal_type", *plan_columns]
+    assert analysis.by_tool.columns.tolist() == [
+        "tool", "calls", "errors", "error_rate", *RATES, "median_duration_ms", "p95_duration_ms"
+    ]  # fmt: skip
+    assert analysis.by_day.columns.tolist() == ["day", *RATES]
+    assert analysis.failure_reasons.columns.tolist() == ["tool", "error", "count", "plans"]
+    assert "(none)" in set(analysis.by_goal_type["goal_type"])
+
+
+# -- failure reasons -------------------------------------------------------------------
+
+
+def failing_plan(plan_id: str, tool: str, error: str) -> Plan:
+    return Plan(plan_id, "agent", "failed", T0, T0 + timedelta(seconds=1),
+                steps=[{"tool": tool, "status": "error", "error": error}])  # fmt: skip
+
+
+@pytest.fixture
+def error_service(sqlite_store: HistoryStore) -> Iterator[MetaLearningService]:
+    errors = [
+        ("fetch", "TimeoutError: fetch did not answer within 812 ms"),
+        ("fetch", "TimeoutError: fetch did not answer within 90 ms"),
+        ("fetch", "TimeoutError: fetch did not answer within 3.5 ms"),
+        ("api", "HTTPError 503: upstream 'svc-52' is unavailable"),
+        ("api", 'HTTPError 503: upstream "billing" is unavailable'),
+        ("api", "order 6f1c2a9e-0b7d-4c1e-9a3f-2d5e8b7c6a10 not found"),
+        ("api", "order 0d3e4f5a-1b2c-4d5e-8f90-a1b2c3d4e5f6 not found"),
+        ("db", "user u-48213 has no row (request req_33080)"),
+        ("db", "user u-7 has no row (request req_1)"),
+    ]
+    for i, (tool, text) in enumerate(errors):
+        sqlite_store.record_plan(failing_plan(f"p{i}", tool, text))
+    with MetaLearningService(sqlite_store, max_workers=1) as service:
+        yield service
+
+
+def test_failure_reasons_group_normalised_errors(error_service: MetaLearningService) -> None:
+    reasons = error_service.analyze_execution_patterns_sync(
+        time_range_days=None, as_of=END
+    ).failure_reasons
+    assert reasons.to_dict("records") == [
+        {
+            "tool": "fetch",
+            "error": "TimeoutError: fetch did not answer within <n> ms",
+            "count": 3,
+            "plans": 3,
+        },
+        {
+            "tool": "api",
+            "error": "HTTPError <n>: upstream <str> is unavailable",
+            "count": 2,
+            "plans": 2,
+        },
+        {"tool": "api", "error": "order <id> not found", "count": 2, "plans": 2},
+        {"tool": "db", "error": "user <id> has no row (request <id>)", "count": 2, "plans": 2},
+    ]
+
+
+# -- empty windows and bad arguments -----------------------------------------------------
+
+
+def test_empty_window_has_columns_and_no_rows(
+    synthetic: MetaLearningService, call: Callable[..., Any]
+) -> None:
+    analysis = call(synthetic, "analyze_execution_patterns", "no-such-agent", time_range_days=None)
+    assert analysis.n_plans == 0 and np.isnan(analysis.success_rate)
+    assert analysis.overall[["plans", "successes"]].iloc[0].tolist() == [0, 0]
+    assert (
+        analysis.overall[["success_rate", "ci_low", "ci_high", "median_duration_s"]]
+        .isna()
+        .all(axis=None)
+    )
+    for name in ("by_agent", "by_goal_type", "by_tool", "by_day", "failure_reasons"):
+        assert len(getattr(analysis, name)) == 0, name
+    before = synthetic.analyze_execution_patterns_sync(
+        as_of=datetime(2020, 1, 1, tzinfo=END.tzinfo)
+    )
+    assert before.n_plans == 0 and len(before.by_day) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param(
+            {"time_range_days": 0}, r"time_range_days must be a number > 0, or None", id="zero-days"
+        ),
+        pytest.param(
+            {"time_range_days": -3}, r"time_range_days must be a number > 0", id="negative-days"
+        ),
+        pytest.param(
+            {"time_range_days": float("nan")},
+            r"time_range_days must be a number > 0",
+            id="nan-days",
+        ),
+        pytest.param(
+            {"time_range_days": True}, r"time_range_days must be a number > 0", id="bool-days"
+        ),
+        pytest.param(
+            {"agent_id": ""}, r"agent_id must be a non-empty string or None", id="empty-agent"
+        ),
+        pytest.param(
+            {"as_of": datetime(2026, 1, 1)},
+            r"as_of must be a timezone-aware datetime",
+            id="naive-as-of",
+        ),
+    ],
+)
+def test_bad_arguments_are_typed_errors(
+    synthetic: MetaLearningService, call: Callable[..., Any], kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=message) as caught:
+        call(synthetic, "analyze_execution_patterns", **kwargs)
+    assert isinstance(caught.value, MetalearnError) and isinstance(caught.value, ValueError)
