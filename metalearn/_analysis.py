@@ -90,44 +90,67 @@ def _counts(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
     return frame.astype({c: "int64" for c in columns})
 
 
-def _groups(snapshot: Snapshot, sql: str, key: str, window: Window) -> pd.DataFrame:
-    frame = _counts(snapshot.frame(sql, window.params), "plans", "successes")
+Tables = dict[str | None, pd.DataFrame]
+
+
+def _per_group(snapshot: Snapshot, sql: str, window: Window, *counts: str) -> Tables:
+    """Run a grouped query and split its rows by group (every group present, maybe empty)."""
+    frame = _counts(snapshot.frame(window.sql(sql), window.params), *counts)
+    if not window.per_agent:
+        return {None: frame.drop(columns="group_key")}
+    parts: dict[str | None, pd.DataFrame] = {
+        str(key): part for key, part in frame.groupby("group_key", sort=False)
+    }
+    empty = frame.iloc[0:0]
+    return {key: parts.get(key, empty).drop(columns="group_key") for key in window.groups}
+
+
+def _overall(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:  # no plans: one row of zeros and NaNs
+        frame = pd.DataFrame({"plans": [0], "successes": [0], "median_duration_s": [np.nan],
+                              "p95_duration_s": [np.nan]})  # fmt: skip
+    return with_rates(frame)[PLAN_COLUMNS].reset_index(drop=True)
+
+
+def _ranked(frame: pd.DataFrame, key: str, columns: list[str]) -> pd.DataFrame:
     frame = with_rates(frame).sort_values(["plans", key], ascending=[False, True])
-    return frame[[key, *PLAN_COLUMNS]].reset_index(drop=True)
+    return frame[columns].reset_index(drop=True)
 
 
-def _by_tool(snapshot: Snapshot, window: Window) -> pd.DataFrame:
-    frame = _counts(snapshot.frame(q.BY_TOOL, window.params), "calls", "errors", "plans",
-                    "successes")  # fmt: skip
-    frame = with_rates(frame).assign(
-        error_rate=lambda f: f["errors"] / f["calls"].where(f["calls"] > 0)
-    )
-    frame = frame.sort_values(["plans", "tool"], ascending=[False, True])
-    return frame[TOOL_COLUMNS].reset_index(drop=True)
+def _tools(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.assign(error_rate=frame["errors"] / frame["calls"].where(frame["calls"] > 0))
+    return _ranked(frame, "tool", TOOL_COLUMNS)
 
 
-def _by_day(snapshot: Snapshot, window: Window) -> pd.DataFrame:
-    frame = with_rates(_counts(snapshot.frame(q.BY_DAY, window.params), "plans", "successes"))
-    return frame[DAY_COLUMNS].reset_index(drop=True)
+def analyze_groups(snapshot: Snapshot, window: Window) -> dict[str | None, ExecutionAnalysis]:
+    """Every table of an :class:`ExecutionAnalysis`, for each group of the window.
 
-
-def _failure_reasons(snapshot: Snapshot, window: Window) -> pd.DataFrame:
-    frame = _counts(snapshot.frame(q.FAILURE_REASONS, window.params), "count", "plans")
-    return frame[FAILURE_COLUMNS].reset_index(drop=True)
+    One query per table, whatever the number of groups.
+    """
+    plans = ("plans", "successes")
+    overall = _per_group(snapshot, q.OVERALL, window, *plans)
+    agents = _per_group(snapshot, q.BY_AGENT, window, *plans)
+    goals = _per_group(snapshot, q.BY_GOAL_TYPE, window, *plans)
+    tools = _per_group(snapshot, q.BY_TOOL, window, "calls", "errors", *plans)
+    days = _per_group(snapshot, q.BY_DAY, window, *plans)
+    failures = _per_group(snapshot, q.FAILURE_REASONS, window, "count", "plans")
+    return {
+        key: ExecutionAnalysis(
+            overall=_overall(overall[key]),
+            by_agent=_ranked(agents[key], "agent_id", ["agent_id", *PLAN_COLUMNS]),
+            by_goal_type=_ranked(goals[key], "goal_type", ["goal_type", *PLAN_COLUMNS]),
+            by_tool=_tools(tools[key]),
+            by_day=with_rates(days[key])[DAY_COLUMNS].reset_index(drop=True),
+            failure_reasons=failures[key][FAILURE_COLUMNS].reset_index(drop=True),
+            agent_id=key if window.per_agent else window.agent_id,
+            time_range_days=window.time_range_days,
+            as_of=window.as_of,
+            through_seq=snapshot.through_seq,
+        )
+        for key in window.groups
+    }
 
 
 def analyze(snapshot: Snapshot, window: Window) -> ExecutionAnalysis:
-    """Compute every table of an :class:`ExecutionAnalysis` from one snapshot."""
-    overall = with_rates(_counts(snapshot.frame(q.OVERALL, window.params), "plans", "successes"))
-    return ExecutionAnalysis(
-        overall=overall[PLAN_COLUMNS],
-        by_agent=_groups(snapshot, q.BY_AGENT, "agent_id", window),
-        by_goal_type=_groups(snapshot, q.BY_GOAL_TYPE, "goal_type", window),
-        by_tool=_by_tool(snapshot, window),
-        by_day=_by_day(snapshot, window),
-        failure_reasons=_failure_reasons(snapshot, window),
-        agent_id=window.agent_id,
-        time_range_days=window.time_range_days,
-        as_of=window.as_of,
-        through_seq=snapshot.through_seq,
-    )
+    """The :class:`ExecutionAnalysis` of a one-group window."""
+    return analyze_groups(snapshot, window)[None]

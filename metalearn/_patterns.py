@@ -24,7 +24,7 @@ from metalearn._queries import Window
 from metalearn._stats import benjamini_hochberg, fisher_exact_two_sided
 from metalearn._warehouse import Snapshot
 
-__all__ = ["PATTERN_COLUMNS", "PatternReport", "count_patterns", "extract"]
+__all__ = ["PATTERN_COLUMNS", "PatternReport", "count_patterns", "extract", "extract_groups"]
 
 PATTERN_COLUMNS = [
     "pattern", "pattern_text", "length", "plans", "successes", "success_rate", "ci_low",
@@ -202,6 +202,72 @@ def _pattern_rows(
     return frame[PATTERN_COLUMNS].reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class _Options:
+    min_length: int
+    max_length: int
+    min_support: int
+    fdr: float
+
+
+def _report(
+    plan: Ints,
+    tool: Ints,
+    succeeded: NDArray[np.bool_],
+    names: NDArray[np.object_],
+    in_group: NDArray[np.bool_],
+    options: _Options,
+) -> tuple[pd.DataFrame, int, int]:
+    """The pattern table of the plans flagged ``in_group`` (plan indexes stay global)."""
+    steps = in_group[plan]
+    counts = count_patterns(
+        plan[steps], tool[steps], succeeded, len(names), min_length=options.min_length,
+        max_length=options.max_length, min_support=options.min_support,
+    )  # fmt: skip
+    n_plans, n_successes = int(in_group.sum()), int(succeeded[in_group].sum())
+    return _pattern_rows(counts, names, n_plans, n_successes, options.fdr), n_plans, n_successes
+
+
+def extract_groups(
+    snapshot: Snapshot,
+    window: Window,
+    *,
+    min_length: int,
+    max_length: int,
+    min_support: int,
+    fdr: float,
+) -> dict[str | None, PatternReport]:
+    """Mine and test the patterns of each group of ``window`` (one query for all groups)."""
+    options = _Options(min_length, max_length, min_support, fdr)
+    plans = snapshot.arrow(window.sql(q.PATTERN_PLANS), window.params)
+    steps = snapshot.arrow(window.sql(q.PATTERN_STEPS), window.params)
+    names = np.array(snapshot.arrow(q.TOOLS).column("tool").to_pylist(), dtype=object)
+    plan_seq = plans.column("seq").to_numpy()
+    succeeded = plans.column("succeeded").to_numpy(zero_copy_only=False).astype(bool)
+    plan = np.searchsorted(plan_seq, steps.column("seq").to_numpy()).astype(np.int64)
+    tool = steps.column("tool_id").to_numpy().astype(np.int64)
+    keys = plans.column("group_key").to_numpy(zero_copy_only=False)
+    reports = {}
+    for key in window.groups:
+        in_group = np.ones(len(plan_seq), dtype=bool) if key is None else keys == key
+        table, n_plans, n_successes = _report(plan, tool, succeeded, names, in_group, options)
+        reports[key] = PatternReport(
+            patterns=table,
+            baseline_rate=n_successes / n_plans if n_plans else float("nan"),
+            n_plans=n_plans,
+            n_successes=n_successes,
+            agent_id=key if window.per_agent else window.agent_id,
+            time_range_days=window.time_range_days,
+            as_of=window.as_of,
+            min_length=min_length,
+            max_length=max_length,
+            min_support=min_support,
+            fdr=fdr,
+            through_seq=snapshot.through_seq,
+        )
+    return reports
+
+
 def extract(
     snapshot: Snapshot,
     window: Window,
@@ -211,31 +277,8 @@ def extract(
     min_support: int,
     fdr: float,
 ) -> PatternReport:
-    """Mine and test the patterns of the plans in ``window``."""
-    plans = snapshot.arrow(q.PATTERN_PLANS, window.params)
-    steps = snapshot.arrow(q.PATTERN_STEPS, window.params)
-    tools = snapshot.arrow(q.TOOLS)
-    plan_seq = plans.column("seq").to_numpy()
-    succeeded = plans.column("succeeded").to_numpy(zero_copy_only=False).astype(bool)
-    plan = np.searchsorted(plan_seq, steps.column("seq").to_numpy()).astype(np.int64)
-    tool = steps.column("tool_id").to_numpy().astype(np.int64)
-    names = np.array(tools.column("tool").to_pylist(), dtype=object)
-    counts = count_patterns(
-        plan, tool, succeeded, len(names),
-        min_length=min_length, max_length=max_length, min_support=min_support,
-    )  # fmt: skip
-    n_plans, n_successes = len(plan_seq), int(succeeded.sum())
-    return PatternReport(
-        patterns=_pattern_rows(counts, names, n_plans, n_successes, fdr),
-        baseline_rate=n_successes / n_plans if n_plans else float("nan"),
-        n_plans=n_plans,
-        n_successes=n_successes,
-        agent_id=window.agent_id,
-        time_range_days=window.time_range_days,
-        as_of=window.as_of,
-        min_length=min_length,
-        max_length=max_length,
-        min_support=min_support,
-        fdr=fdr,
-        through_seq=snapshot.through_seq,
-    )
+    """The :class:`PatternReport` of a one-group window."""
+    return extract_groups(
+        snapshot, window, min_length=min_length, max_length=max_length,
+        min_support=min_support, fdr=fdr,
+    )[None]  # fmt: skip

@@ -19,24 +19,35 @@ __all__ = ["Window"]
 
 @dataclass(frozen=True)
 class Window:
-    """Which plans an analysis covers: one agent (or all) finishing in ``(start, end]``.
+    """Which plans an analysis covers, and whether results are split per agent.
 
-    ``start`` is ``None`` for the whole history; ``end`` is ``as_of`` (default: now).
+    Plans of ``agents`` (``None``: every agent) finishing in ``(start, end]``; ``start`` is
+    ``None`` for the whole history and ``as_of`` ends the window (default: now). With
+    ``per_agent`` every query groups by agent first, so a batch of agents costs one query
+    per table instead of one per agent.
     """
 
-    agent_id: str | None
+    agents: tuple[str, ...] | None
     time_range_days: float | None
     as_of: datetime
     start: datetime | None
+    per_agent: bool = False
 
     @classmethod
     def build(
-        cls, agent_id: str | None, time_range_days: float | None, as_of: datetime | None
+        cls,
+        agent_id: str | None,
+        time_range_days: float | None,
+        as_of: datetime | None,
+        *,
+        agents: tuple[str, ...] | None = None,
     ) -> Window:
-        if agent_id is not None and (not isinstance(agent_id, str) or not agent_id):
-            raise InvalidArgumentError(
-                f"agent_id must be a non-empty string or None (all agents), not {agent_id!r}"
-            )
+        """A window for one agent (or all), or per agent for ``agents`` when given."""
+        for name in [agent_id] if agents is None else list(agents):
+            if name is not None and (not isinstance(name, str) or not name):
+                raise InvalidArgumentError(
+                    f"agent_id must be a non-empty string or None (all agents), not {name!r}"
+                )
         if time_range_days is not None and (
             isinstance(time_range_days, bool)
             or not isinstance(time_range_days, int | float)
@@ -56,27 +67,43 @@ class Window:
             )
         as_of = as_of.astimezone(UTC)
         start = None if time_range_days is None else as_of - timedelta(days=time_range_days)
-        return cls(agent_id, time_range_days, as_of, start)
+        if agents is not None:
+            return cls(tuple(agents), time_range_days, as_of, start, per_agent=True)
+        return cls(None if agent_id is None else (agent_id,), time_range_days, as_of, start)
+
+    @property
+    def agent_id(self) -> str | None:
+        """The single agent of a one-agent window, else ``None``."""
+        return self.agents[0] if self.agents and len(self.agents) == 1 else None
+
+    @property
+    def groups(self) -> list[str | None]:
+        """The group keys results come in: each agent, or one ``None`` group."""
+        return list(self.agents or ()) if self.per_agent else [None]
 
     @property
     def params(self) -> dict[str, Any]:
         """Query parameters (naive UTC, as the warehouse stores timestamps)."""
         return {
-            "agent_id": self.agent_id,
+            "agents": None if self.agents is None else list(self.agents),
             "start": None if self.start is None else self.start.replace(tzinfo=None),
             "end": self.as_of.replace(tzinfo=None),
         }
 
+    def sql(self, query: str) -> str:
+        """A query with its ``{group}`` key: the agent, or one constant group."""
+        return query.format(group="agent_id" if self.per_agent else "NULL::VARCHAR")
+
 
 _WINDOW = """
 WITH window_plans AS (
-    SELECT * FROM plans
-    WHERE ($agent_id::VARCHAR IS NULL OR agent_id = $agent_id::VARCHAR)
+    SELECT {group} AS group_key, * FROM plans
+    WHERE ($agents::VARCHAR[] IS NULL OR list_contains($agents::VARCHAR[], agent_id))
       AND ($start::TIMESTAMP IS NULL OR finished_at > $start::TIMESTAMP)
       AND finished_at <= $end::TIMESTAMP
 ),
 window_steps AS (
-    SELECT s.*, p.succeeded FROM steps AS s JOIN window_plans AS p USING (seq)
+    SELECT s.*, p.succeeded, p.group_key FROM steps AS s JOIN window_plans AS p USING (seq)
 )
 """
 
@@ -87,30 +114,31 @@ _PLAN_FIGURES = """
     quantile_cont(duration_s, 0.95) AS p95_duration_s
 """
 
-OVERALL = _WINDOW + f"SELECT {_PLAN_FIGURES} FROM window_plans"
+# Every query's first column is group_key (see Window.sql); braces are doubled for format.
+OVERALL = _WINDOW + f"SELECT group_key, {_PLAN_FIGURES} FROM window_plans GROUP BY ALL"
 
-BY_AGENT = _WINDOW + f"SELECT agent_id, {_PLAN_FIGURES} FROM window_plans GROUP BY agent_id"
+BY_AGENT = _WINDOW + f"SELECT group_key, agent_id, {_PLAN_FIGURES} FROM window_plans GROUP BY ALL"
 
 BY_GOAL_TYPE = (
     _WINDOW
-    + f"SELECT coalesce(goal_type, '(none)') AS goal_type, {_PLAN_FIGURES} "
-    + "FROM window_plans GROUP BY ALL"
+    + "SELECT group_key, coalesce(goal_type, '(none)') AS goal_type, "
+    + f"{_PLAN_FIGURES} FROM window_plans GROUP BY ALL"
 )
 
 BY_DAY = (
     _WINDOW
     + """
-SELECT CAST(finished_at AS DATE) AS day,
+SELECT group_key, CAST(finished_at AS DATE) AS day,
        count(*) AS plans,
        count(*) FILTER (WHERE succeeded) AS successes
-FROM window_plans GROUP BY ALL ORDER BY day
+FROM window_plans GROUP BY ALL ORDER BY group_key, day
 """
 )
 
 BY_TOOL = (
     _WINDOW
     + """
-SELECT t.tool,
+SELECT s.group_key, t.tool,
        count(*) AS calls,
        count(*) FILTER (WHERE s.status = 'error') AS errors,
        count(DISTINCT s.seq) AS plans,
@@ -118,17 +146,19 @@ SELECT t.tool,
        quantile_cont(s.duration_ms, 0.5) AS median_duration_ms,
        quantile_cont(s.duration_ms, 0.95) AS p95_duration_ms
 FROM window_steps AS s JOIN tools AS t USING (tool_id)
-GROUP BY t.tool
+GROUP BY ALL
 """
 )
 
 # Masks, in order: quoted values, UUIDs, tokens mixing letters and digits (ids such as
 # req_33080, u-48213, 0x1f), then numbers; so one failure reads the same every time.
+# (Regex braces are doubled: queries pass through Window.sql's str.format.)
 _NORMALISED_ERROR = r"""
 trim(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(
     coalesce(s.error, '(no message)'),
     '''[^'']*''|"[^"]*"', '<str>', 'g'),
-    '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}', '<id>', 'g'),
+    '[0-9a-fA-F]{{8}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{12}}',
+    '<id>', 'g'),
     '\b(?:[A-Za-z_]+[-_]?[0-9]|[0-9]+[A-Za-z_])[A-Za-z0-9_-]*', '<id>', 'g'),
     '[0-9]+(?:\.[0-9]+)?', '<n>', 'g'),
     '\s+', ' ', 'g'))
@@ -137,17 +167,17 @@ trim(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(
 FAILURE_REASONS = (
     _WINDOW
     + f"""
-SELECT t.tool, {_NORMALISED_ERROR} AS error,
+SELECT s.group_key, t.tool, {_NORMALISED_ERROR} AS error,
        count(*) AS count,
        count(DISTINCT s.seq) AS plans
 FROM window_steps AS s JOIN tools AS t USING (tool_id)
 WHERE s.status = 'error'
 GROUP BY ALL
-ORDER BY count DESC, plans DESC, t.tool, error
+ORDER BY s.group_key, count DESC, plans DESC, t.tool, error
 """
 )
 
-PATTERN_PLANS = _WINDOW + "SELECT seq, succeeded FROM window_plans ORDER BY seq"
+PATTERN_PLANS = _WINDOW + "SELECT group_key, seq, succeeded FROM window_plans ORDER BY seq"
 
 PATTERN_STEPS = _WINDOW + "SELECT seq, tool_id FROM window_steps ORDER BY seq, step_index"
 

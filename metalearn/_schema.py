@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -27,7 +28,7 @@ from sqlalchemy import (
 
 from metalearn._types import MAX_NAME_LENGTH
 
-__all__ = ["counters", "metadata", "plans", "steps"]
+__all__ = ["counters", "metadata", "plans", "snapshot_patterns", "snapshots", "steps"]
 
 metadata = MetaData()
 
@@ -73,4 +74,54 @@ steps = Table(
     Column("duration_ms", Float),
     Column("error", Text),
     Index("ix_metalearn_steps_tool", "tool"),
+)
+
+# Background analysis results, so a planner in another process can read the latest
+# patterns. Old snapshots are pruned per agent; pattern rows go with their snapshot.
+_Id = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
+
+snapshots = Table(
+    "metalearn_snapshots",
+    metadata,
+    Column("snapshot_id", _Id, primary_key=True, autoincrement=True),
+    Column("agent_id", String(MAX_NAME_LENGTH), nullable=False),
+    Column("through_seq", BigInteger, nullable=False),
+    Column("computed_at_us", BigInteger, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Column("time_range_days", Float),
+    Column("as_of_us", BigInteger, nullable=False),
+    Column("plans", Integer, nullable=False),
+    Column("successes", Integer, nullable=False),
+    Column("patterns_tested", Integer, nullable=False),
+    Column("patterns_significant", Integer, nullable=False),
+    Column("min_length", Integer, nullable=False),
+    Column("max_length", Integer, nullable=False),
+    Column("min_support", Integer, nullable=False),
+    Column("fdr", Float, nullable=False),
+    Column("analysis", Text, nullable=False),
+    Index("ix_metalearn_snapshots_agent", "agent_id", "snapshot_id"),
+)
+
+snapshot_patterns = Table(
+    "metalearn_snapshot_patterns",
+    metadata,
+    Column(
+        "snapshot_id",
+        _Id,
+        ForeignKey("metalearn_snapshots.snapshot_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("rank", Integer, primary_key=True, autoincrement=False),
+    Column("pattern", Text, nullable=False),
+    Column("length", Integer, nullable=False),
+    Column("plans", Integer, nullable=False),
+    Column("successes", Integer, nullable=False),
+    Column("success_rate", Float),
+    Column("ci_low", Float),
+    Column("ci_high", Float),
+    Column("lift", Float),
+    Column("p_value", Float),
+    Column("q_value", Float),
+    Column("significant", Boolean, nullable=False),
+    Column("direction", String(8), nullable=False),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,6 +22,7 @@ from sqlalchemy import (
     Select,
     Table,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -42,7 +43,15 @@ from metalearn._interchange import (
     problem_error,
     validate_frames,
 )
-from metalearn._schema import PLAN_COUNTER, counters, metadata, plans, steps
+from metalearn._schema import (
+    PLAN_COUNTER,
+    counters,
+    metadata,
+    plans,
+    snapshot_patterns,
+    snapshots,
+    steps,
+)
 from metalearn._types import Plan
 
 __all__ = ["DEFAULT_URL", "HistoryStore", "ImportReport", "PlanBatch"]
@@ -515,6 +524,93 @@ class HistoryStore:
                 return
             yield batch
             after_seq = batch.last_seq
+
+    # -- analysis snapshots ----------------------------------------------------------
+
+    def save_snapshots(
+        self, items: Sequence[tuple[Mapping[str, Any], pd.DataFrame]], *, keep: int = 20
+    ) -> list[int]:
+        """Write analysis snapshots with their pattern rows in one transaction.
+
+        Each item is a snapshot row (columns of ``metalearn_snapshots`` but the id) and a
+        frame of pattern rows (columns of ``metalearn_snapshot_patterns`` but the id).
+        Keeps the newest ``keep`` snapshots per agent. Returns the new snapshot ids.
+        """
+        ids = []
+        with self._begin() as conn:
+            for header, rows in items:
+                snapshot_id = conn.execute(
+                    insert(snapshots).values(**header).returning(snapshots.c.snapshot_id)
+                ).scalar_one()
+                ids.append(int(snapshot_id))
+                columns = [c.name for c in snapshot_patterns.c if c.name != "snapshot_id"]
+                frame = rows[columns].assign(snapshot_id=snapshot_id)
+                self._insert_rows(conn, snapshot_patterns, [*columns, "snapshot_id"],
+                                  _rows(frame, [*columns, "snapshot_id"]))  # fmt: skip
+                self._prune_snapshots(conn, str(header["agent_id"]), keep)
+        return ids
+
+    @staticmethod
+    def _prune_snapshots(conn: Connection, agent_id: str, keep: int) -> None:
+        newest = (
+            select(snapshots.c.snapshot_id)
+            .where(snapshots.c.agent_id == agent_id)
+            .order_by(snapshots.c.snapshot_id.desc())
+            .limit(keep)
+        )
+        old = select(snapshots.c.snapshot_id).where(
+            snapshots.c.agent_id == agent_id,
+            snapshots.c.snapshot_id.not_in(newest.scalar_subquery()),
+        )
+        old_ids = conn.execute(old).scalars().all()
+        if old_ids:
+            conn.execute(
+                delete(snapshot_patterns).where(snapshot_patterns.c.snapshot_id.in_(old_ids))
+            )
+            conn.execute(delete(snapshots).where(snapshots.c.snapshot_id.in_(old_ids)))
+
+    def latest_snapshot(self, agent_id: str) -> tuple[dict[str, Any], pd.DataFrame] | None:
+        """The newest snapshot row of an agent and its pattern rows (by rank), or None."""
+        with self._connect() as conn:
+            header = (
+                conn.execute(
+                    select(snapshots)
+                    .where(snapshots.c.agent_id == agent_id)
+                    .order_by(snapshots.c.snapshot_id.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+            if header is None:
+                return None
+            rows = conn.execute(
+                select(snapshot_patterns)
+                .where(snapshot_patterns.c.snapshot_id == header["snapshot_id"])
+                .order_by(snapshot_patterns.c.rank)
+            ).all()
+        columns = [c.name for c in snapshot_patterns.c]
+        return dict(header), pd.DataFrame([tuple(r) for r in rows], columns=columns)
+
+    def agents_behind(self) -> dict[str, int]:
+        """Agents with plans newer than their latest snapshot: agent -> their last seq.
+
+        What background analysis still owes after a crash between recording and analysis.
+        """
+        covered = (
+            select(snapshots.c.agent_id, func.max(snapshots.c.through_seq).label("through"))
+            .group_by(snapshots.c.agent_id)
+            .subquery()
+        )
+        last = func.max(plans.c.seq)
+        query = (
+            select(plans.c.agent_id, last)
+            .outerjoin(covered, covered.c.agent_id == plans.c.agent_id)
+            .group_by(plans.c.agent_id, covered.c.through)
+            .having(last > func.coalesce(covered.c.through, 0))
+        )
+        with self._connect() as conn:
+            return {agent: int(seq) for agent, seq in conn.execute(query).all()}
 
     def export_csv(self, directory: str | os.PathLike[str]) -> tuple[Path, Path]:
         """Write ``plans.csv`` and ``steps.csv`` (interchange format) into ``directory``.
