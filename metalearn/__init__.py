@@ -6,12 +6,17 @@ out which agents, goal types, tools and tool sequences go with success.
 
 from metalearn._analysis import ExecutionAnalysis
 from metalearn._errors import (
+    AnalysisInterrupted,
     DuplicatePlanError,
     InvalidArgumentError,
     InvalidRecordError,
     MetalearnError,
+    QueueClosedError,
+    QueueFullError,
 )
+from metalearn._execution import ExecutionService, FinalizeResult
 from metalearn._patterns import PatternReport
+from metalearn._queue import AnalysisQueue
 from metalearn._service import MetaLearningService
 from metalearn._store import HistoryStore, ImportReport, PlanBatch
 from metalearn._types import Plan, PlanStatus, Step, StepStatus
@@ -20,8 +25,12 @@ from metalearn._warehouse import Warehouse
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnalysisInterrupted",
+    "AnalysisQueue",
     "DuplicatePlanError",
     "ExecutionAnalysis",
+    "ExecutionService",
+    "FinalizeResult",
     "HistoryStore",
     "ImportReport",
     "InvalidArgumentError",
@@ -32,6 +41,8 @@ __all__ = [
     "Plan",
     "PlanBatch",
     "PlanStatus",
+    "QueueClosedError",
+    "QueueFullError",
     "Step",
     "StepStatus",
     "Warehouse",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -75,6 +76,33 @@ class ExecutionAnalysis:
             f"through_seq={self.through_seq}>"
         )
 
+    def plot(self, kind: str = "success_rates", **options: object) -> object:
+        """Draw one of this analysis's plots and return its matplotlib ``Axes``.
+
+        ``kind`` picks the function of :mod:`metalearn.plots`: ``"success_rates"``
+        (:func:`~metalearn.plots.plot_success_rates`; ``by="agent"``, ``"goal_type"`` or
+        ``"tool"``, ``top=``), ``"trend"`` (:func:`~metalearn.plots.plot_success_trend`)
+        or ``"failure_reasons"`` (:func:`~metalearn.plots.plot_failure_reasons`; ``top=``).
+        ``ax=`` draws on existing axes instead of a new figure.
+        """
+        from metalearn import plots  # plots import this module, not the other way round
+
+        return plots._plot(self, kind, options)
+
+    def to_csv(self, directory: object) -> list[object]:
+        """Write this analysis's tables as CSV files into ``directory``; return the paths.
+
+        The files and their columns are listed in :mod:`metalearn.export`.
+        """
+        from metalearn import export
+
+        return list(export._to_csv(self, directory))
+
+    def _repr_html_(self) -> str:
+        from metalearn import export
+
+        return export.to_html(self)
+
 
 def with_rates(frame: pd.DataFrame) -> pd.DataFrame:
     """Add success_rate and its Wilson interval from ``plans`` and ``successes``."""
@@ -93,33 +121,57 @@ def _counts(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
 Tables = dict[str | None, pd.DataFrame]
 
 
-def _per_group(snapshot: Snapshot, sql: str, window: Window, *counts: str) -> Tables:
-    """Run a grouped query and split its rows by group (every group present, maybe empty)."""
-    frame = _counts(snapshot.frame(window.sql(sql), window.params), *counts)
+def _per_group(
+    snapshot: Snapshot,
+    sql: str,
+    window: Window,
+    counts: tuple[str, ...],
+    finish: Callable[[pd.DataFrame], pd.DataFrame],
+) -> Tables:
+    """Run a grouped query, ``finish`` all its rows at once, then split them by group.
+
+    Finishing before splitting keeps the pandas work per query, not per agent: a batch of
+    agents costs about what one agent does. Every group is present, maybe empty.
+    """
+    frame = finish(_counts(snapshot.frame(window.sql(sql), window.params), *counts))
+    keys = frame.pop("group_key")
     if not window.per_agent:
-        return {None: frame.drop(columns="group_key")}
+        return {None: frame.reset_index(drop=True)}
     parts: dict[str | None, pd.DataFrame] = {
-        str(key): part for key, part in frame.groupby("group_key", sort=False)
+        str(key): part.reset_index(drop=True) for key, part in frame.groupby(keys, sort=False)
     }
     empty = frame.iloc[0:0]
-    return {key: parts.get(key, empty).drop(columns="group_key") for key in window.groups}
+    return {key: parts.get(key, empty) for key in window.groups}
 
 
 def _overall(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:  # no plans: one row of zeros and NaNs
         frame = pd.DataFrame({"plans": [0], "successes": [0], "median_duration_s": [np.nan],
                               "p95_duration_s": [np.nan]})  # fmt: skip
-    return with_rates(frame)[PLAN_COLUMNS].reset_index(drop=True)
+    return frame.reset_index(drop=True)
 
 
-def _ranked(frame: pd.DataFrame, key: str, columns: list[str]) -> pd.DataFrame:
-    frame = with_rates(frame).sort_values(["plans", key], ascending=[False, True])
-    return frame[columns].reset_index(drop=True)
+def _ranked(key: str, columns: list[str]) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def finish(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = with_rates(frame).sort_values(
+            ["group_key", "plans", key], ascending=[True, False, True], na_position="first"
+        )
+        return frame[["group_key", *columns]]
+
+    return finish
 
 
 def _tools(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.assign(error_rate=frame["errors"] / frame["calls"].where(frame["calls"] > 0))
-    return _ranked(frame, "tool", TOOL_COLUMNS)
+    return _ranked("tool", TOOL_COLUMNS)(frame)
+
+
+def _rated(columns: list[str]) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    return lambda frame: with_rates(frame)[["group_key", *columns]]
+
+
+def _kept(columns: list[str]) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    return lambda frame: frame[["group_key", *columns]]
 
 
 def analyze_groups(snapshot: Snapshot, window: Window) -> dict[str | None, ExecutionAnalysis]:
@@ -128,20 +180,26 @@ def analyze_groups(snapshot: Snapshot, window: Window) -> dict[str | None, Execu
     One query per table, whatever the number of groups.
     """
     plans = ("plans", "successes")
-    overall = _per_group(snapshot, q.OVERALL, window, *plans)
-    agents = _per_group(snapshot, q.BY_AGENT, window, *plans)
-    goals = _per_group(snapshot, q.BY_GOAL_TYPE, window, *plans)
-    tools = _per_group(snapshot, q.BY_TOOL, window, "calls", "errors", *plans)
-    days = _per_group(snapshot, q.BY_DAY, window, *plans)
-    failures = _per_group(snapshot, q.FAILURE_REASONS, window, "count", "plans")
+    tables = {
+        "overall": (q.OVERALL, plans, _kept(["plans", "successes", *PLAN_COLUMNS[-2:]])),
+        "agents": (q.BY_AGENT, plans, _ranked("agent_id", ["agent_id", *PLAN_COLUMNS])),
+        "goals": (q.BY_GOAL_TYPE, plans, _ranked("goal_type", ["goal_type", *PLAN_COLUMNS])),
+        "tools": (q.BY_TOOL, ("calls", "errors", *plans), _tools),
+        "days": (q.BY_DAY, plans, _rated(DAY_COLUMNS)),
+        "failures": (q.FAILURE_REASONS, ("count", "plans"), _kept(FAILURE_COLUMNS)),
+    }
+    got = {
+        name: _per_group(snapshot, sql, window, counts, finish)
+        for name, (sql, counts, finish) in tables.items()
+    }
     return {
         key: ExecutionAnalysis(
-            overall=_overall(overall[key]),
-            by_agent=_ranked(agents[key], "agent_id", ["agent_id", *PLAN_COLUMNS]),
-            by_goal_type=_ranked(goals[key], "goal_type", ["goal_type", *PLAN_COLUMNS]),
-            by_tool=_tools(tools[key]),
-            by_day=with_rates(days[key])[DAY_COLUMNS].reset_index(drop=True),
-            failure_reasons=failures[key][FAILURE_COLUMNS].reset_index(drop=True),
+            overall=with_rates(_overall(got["overall"][key]))[PLAN_COLUMNS],
+            by_agent=got["agents"][key],
+            by_goal_type=got["goals"][key],
+            by_tool=got["tools"][key],
+            by_day=got["days"][key],
+            failure_reasons=got["failures"][key],
             agent_id=key if window.per_agent else window.agent_id,
             time_range_days=window.time_range_days,
             as_of=window.as_of,

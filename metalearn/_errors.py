@@ -5,7 +5,10 @@ Hierarchy::
     MetalearnError
     ├── InvalidRecordError (also a ValueError)     a plan, step or import row is malformed
     ├── InvalidArgumentError (also a ValueError)   an analysis option is out of range
-    └── DuplicatePlanError                         a plan_id is already in the store
+    ├── DuplicatePlanError                         a plan_id is already in the store
+    ├── QueueFullError                             background analysis queue is at its bound
+    ├── QueueClosedError (also a RuntimeError)     work submitted after close()
+    └── AnalysisInterrupted                        a running analysis was stopped on purpose
 
 Every message names the record (plan id, step index or import row) and the field, and
 says what would have been accepted.
@@ -13,7 +16,15 @@ says what would have been accepted.
 
 from __future__ import annotations
 
-__all__ = ["DuplicatePlanError", "InvalidArgumentError", "InvalidRecordError", "MetalearnError"]
+__all__ = [
+    "AnalysisInterrupted",
+    "DuplicatePlanError",
+    "InvalidArgumentError",
+    "InvalidRecordError",
+    "MetalearnError",
+    "QueueClosedError",
+    "QueueFullError",
+]
 
 
 class MetalearnError(Exception):
@@ -59,3 +70,19 @@ class DuplicatePlanError(MetalearnError):
             "so give a new attempt a new plan_id"
         )
         self.plan_id = plan_id
+
+
+class QueueFullError(MetalearnError):
+    """The analysis queue holds ``max_pending`` agents and its overflow policy is "reject".
+
+    The plan itself is recorded; its analysis will run with the agent's next plan or at
+    the next start (recovery). Raise ``max_pending`` or use ``overflow="drop_lowest"``.
+    """
+
+
+class QueueClosedError(MetalearnError, RuntimeError):
+    """Work was submitted to a queue that is closing or closed."""
+
+
+class AnalysisInterrupted(MetalearnError):
+    """A running analysis was interrupted (the queue was closed without draining)."""

@@ -93,6 +93,30 @@ class PatternReport:
             f"baseline_rate={self.baseline_rate:.3f} through_seq={self.through_seq}>"
         )
 
+    def plot(self, **options: object) -> object:
+        """Draw the strongest significant patterns and return the matplotlib ``Axes``.
+
+        Options are those of :func:`metalearn.plots.plot_patterns` (``top=``, ``fold=``,
+        ``ax=``).
+        """
+        from metalearn import plots  # plots import this module, not the other way round
+
+        return plots._plot(self, "patterns", options)
+
+    def to_csv(self, directory: object) -> list[object]:
+        """Write the report's tables as CSV files into ``directory``; return the paths.
+
+        The files and their columns are listed in :mod:`metalearn.export`.
+        """
+        from metalearn import export
+
+        return list(export._to_csv(self, directory))
+
+    def _repr_html_(self) -> str:
+        from metalearn import export
+
+        return export.to_html(self)
+
 
 @dataclass(frozen=True)
 class _Counts:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -16,12 +17,13 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
-from metalearn._analysis import ExecutionAnalysis, analyze
+from metalearn._analysis import ExecutionAnalysis, analyze, analyze_groups
 from metalearn._errors import InvalidArgumentError
-from metalearn._patterns import PatternReport, extract
+from metalearn._patterns import PatternReport, extract, extract_groups
 from metalearn._queries import Window
+from metalearn._snapshots import analysis_from_snapshot, report_from_snapshot, snapshot_rows
 from metalearn._store import HistoryStore
-from metalearn._warehouse import Warehouse
+from metalearn._warehouse import Interrupt, Warehouse
 
 __all__ = ["MetaLearningService"]
 
@@ -186,9 +188,64 @@ class MetaLearningService:
                 min_support=min_support, fdr=fdr,
             )  # fmt: skip
 
+    def snapshot_agents_sync(
+        self,
+        agent_ids: Sequence[str],
+        *,
+        time_range_days: float | None = 30,
+        min_length: int = 1,
+        max_length: int = 4,
+        min_support: int = 20,
+        fdr: float = 0.05,
+        keep: int = 20,
+        interrupt: Interrupt | None = None,
+    ) -> dict[str, int]:
+        """Analyse several agents together and store one snapshot each.
+
+        One warehouse refresh and one query per table for the whole batch; both analyses
+        (window ending now) for every agent, written with their pattern rows in one
+        transaction (the newest ``keep`` snapshots per agent are kept). Returns each
+        agent's snapshot id. This is what background analysis runs; ``interrupt`` lets
+        the queue stop it.
+        """
+        agents = tuple(dict.fromkeys(agent_ids))
+        window = Window.build(None, time_range_days, None, agents=agents)
+        _check_pattern_options(min_length, max_length, min_support, fdr)
+        started = time.perf_counter()
+        self.warehouse.refresh(interrupt)
+        control = interrupt or Interrupt()
+        with self.warehouse.snapshot() as snapshot, control.attached(snapshot):
+            analyses = analyze_groups(snapshot, window)
+            control.check()
+            reports = extract_groups(
+                snapshot, window, min_length=min_length, max_length=max_length,
+                min_support=min_support, fdr=fdr,
+            )  # fmt: skip
+        control.check()
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        items = [snapshot_rows(analyses[a], reports[a], duration_ms=elapsed_ms) for a in agents]
+        return dict(zip(agents, self.store.save_snapshots(items, keep=keep), strict=True))
+
+    def latest_patterns_sync(self, agent_id: str) -> PatternReport | None:
+        """The newest stored :class:`PatternReport` of an agent (or None).
+
+        Written by background analysis; carries ``agent_id``, ``through_seq`` (the highest
+        plan ``seq`` it covered) and ``computed_at``. Readable from any process.
+        """
+        found = self.store.latest_snapshot(agent_id)
+        return None if found is None else report_from_snapshot(*found)
+
+    def latest_analysis_sync(self, agent_id: str) -> ExecutionAnalysis | None:
+        """The newest stored :class:`ExecutionAnalysis` of an agent (or None)."""
+        found = self.store.latest_snapshot(agent_id)
+        return None if found is None else analysis_from_snapshot(found[0])
+
     refresh = _async_twin(refresh_sync)
     analyze_execution_patterns = _async_twin(analyze_execution_patterns_sync)
     extract_successful_patterns = _async_twin(extract_successful_patterns_sync)
+    snapshot_agents = _async_twin(snapshot_agents_sync)
+    latest_patterns = _async_twin(latest_patterns_sync)
+    latest_analysis = _async_twin(latest_analysis_sync)
 
     # -- lifecycle ---------------------------------------------------------------------
 

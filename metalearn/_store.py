@@ -229,6 +229,13 @@ class HistoryStore:
         # An in-memory SQLite database is one shared connection: serialise its users.
         memory = _is_memory_sqlite(self._engine.url)
         self._serial: AbstractContextManager[Any] = threading.RLock() if memory else nullcontext()
+        # SQLite has one writer at a time. Queueing this process's writers on a lock wakes
+        # the next one the moment a commit ends, where SQLite's busy handler would poll
+        # with sleeps of up to 100 ms; other processes still meet the busy timeout.
+        sqlite = self._engine.dialect.name == "sqlite"
+        self._write_lock: AbstractContextManager[Any] = (
+            threading.Lock() if sqlite and not memory else nullcontext()
+        )
         self._schema_lock = threading.Lock()
         self._schema_ready = False
         self._adbc = _AdbcReader.for_engine(self._engine)
@@ -282,7 +289,7 @@ class HistoryStore:
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
         self._ensure_schema()
-        with self._serial, self._engine.begin() as conn:
+        with self._serial, self._write_lock, self._engine.begin() as conn:
             yield conn
 
     def _ensure_schema(self) -> None:
@@ -353,37 +360,48 @@ class HistoryStore:
         Raises :class:`DuplicatePlanError` (and writes nothing) when the ``plan_id`` is
         already recorded.
         """
-        if not isinstance(plan, Plan):
-            raise TypeError(f"record_plan() takes a metalearn.Plan, not {type(plan).__name__}")
-        with self._begin() as conn:
-            seq = self._allocate(conn, 1)
-            exists = select(plans.c.seq).where(plans.c.plan_id == plan.plan_id)
-            if conn.execute(exists).first() is not None:
-                raise DuplicatePlanError(plan.plan_id)
-            conn.execute(
-                insert(plans).values(
-                    seq=seq,
-                    plan_id=plan.plan_id,
-                    agent_id=plan.agent_id,
-                    goal_type=plan.goal_type,
-                    status=plan.status.value,
-                    started_at_us=_micros(plan.started_at),
-                    finished_at_us=_micros(plan.finished_at),
-                    reward=plan.reward,
-                    error=plan.error,
-                    priority=plan.priority,
-                )
-            )
-            self._insert_rows(
-                conn,
-                steps,
-                _STEP_WRITE_COLUMNS,
-                [
-                    (seq, s.step_index, s.tool, s.status.value, s.duration_ms, s.error)
-                    for s in plan.steps
-                ],
-            )
-        return seq
+        (outcome,) = self.record_plans([plan])
+        if isinstance(outcome, DuplicatePlanError):
+            raise outcome
+        return outcome
+
+    def record_plans(self, batch: Sequence[Plan]) -> list[int | DuplicatePlanError]:
+        """Write several plans in one transaction (a group commit); one outcome per plan.
+
+        Each outcome is the plan's ``seq``, or a :class:`DuplicatePlanError` for a plan
+        whose ``plan_id`` is already stored (or earlier in the batch), which is skipped.
+        One transaction for many plans is what keeps a busy writer fast.
+        """
+        for plan in batch:
+            if not isinstance(plan, Plan):
+                raise TypeError(f"record_plan() takes a metalearn.Plan, not {type(plan).__name__}")
+        if not batch:
+            return []
+        outcomes: list[int | DuplicatePlanError] = []
+        try:
+            with self._begin() as conn:
+                # The counter update comes first: it takes the write lock before any read.
+                first = self._allocate(conn, len(batch))
+                stored = self._existing_ids(conn, pd.Series([p.plan_id for p in batch]))
+                plan_rows, step_rows = [], []
+                for seq, plan in enumerate(batch, start=first):
+                    if plan.plan_id in stored:
+                        outcomes.append(DuplicatePlanError(plan.plan_id))
+                        continue
+                    stored.add(plan.plan_id)
+                    outcomes.append(seq)
+                    plan_rows.append(_plan_row(seq, plan))
+                    step_rows += [
+                        (seq, s.step_index, s.tool, s.status.value, s.duration_ms, s.error)
+                        for s in plan.steps
+                    ]
+                if not plan_rows:
+                    raise _NothingWritten  # roll the counter back too: nothing changes
+                self._insert_rows(conn, plans, _PLAN_WRITE_COLUMNS, plan_rows)
+                self._insert_rows(conn, steps, _STEP_WRITE_COLUMNS, step_rows)
+        except _NothingWritten:
+            pass
+        return outcomes
 
     def import_frames(
         self,
@@ -651,6 +669,19 @@ _STEP_WRITE_COLUMNS = ("plan_seq", "step_index", "tool", "status", "duration_ms"
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class _NothingWritten(Exception):
+    """Rolls back a write transaction that turned out to have nothing to write."""
+
+
+def _plan_row(seq: int, plan: Plan) -> tuple[Any, ...]:
+    """A plan in the column order of ``_PLAN_WRITE_COLUMNS``."""
+    return (
+        seq, plan.plan_id, plan.agent_id, plan.goal_type, plan.status.value,
+        _micros(plan.started_at), _micros(plan.finished_at), plan.reward, plan.error,
+        plan.priority,
+    )  # fmt: skip
 
 
 def _micros(stamp: datetime) -> int:

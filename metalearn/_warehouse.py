@@ -23,9 +23,10 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from metalearn._errors import AnalysisInterrupted
 from metalearn._store import HistoryStore, PlanBatch
 
-__all__ = ["Snapshot", "Warehouse"]
+__all__ = ["Interrupt", "Snapshot", "Warehouse"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sync_state (key VARCHAR PRIMARY KEY, value BIGINT NOT NULL);
@@ -116,6 +117,44 @@ class Snapshot:
         self._cursor.interrupt()
 
 
+class Interrupt:
+    """Lets another thread stop a job: flags it and interrupts its running DuckDB query.
+
+    The job checks :meth:`check` between steps and attaches its snapshot while querying.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self.requested = False
+
+    def request(self) -> None:
+        """Stop the job as soon as possible (safe from any thread)."""
+        with self._lock:
+            self.requested = True
+            if self._snapshot is not None:
+                self._snapshot.interrupt()
+
+    def check(self) -> None:
+        """Raise :class:`AnalysisInterrupted` if an interrupt was requested."""
+        if self.requested:
+            raise AnalysisInterrupted("the analysis was interrupted (queue closed without drain)")
+
+    @contextmanager
+    def attached(self, snapshot: Snapshot) -> Iterator[Snapshot]:
+        """While inside, :meth:`request` also interrupts this snapshot's query."""
+        with self._lock:
+            self._snapshot = snapshot
+        try:
+            self.check()
+            yield snapshot
+        except duckdb.InterruptException as error:
+            raise AnalysisInterrupted("the analysis query was interrupted") from error
+        finally:
+            with self._lock:
+                self._snapshot = None
+
+
 class Warehouse:
     """DuckDB mirror of a :class:`HistoryStore`, refreshed incrementally by ``seq``.
 
@@ -168,17 +207,20 @@ class Warehouse:
                 "UPDATE sync_state SET value = 0 WHERE key = 'watermark';"
             )
 
-    def refresh(self) -> int:
+    def refresh(self, interrupt: Interrupt | None = None) -> int:
         """Copy the plans committed since the last refresh; return how many.
 
         Stops at the store's last ``seq`` as of the call, so a busy store cannot keep it
-        looping; later plans arrive with the next refresh.
+        looping; later plans arrive with the next refresh. An ``interrupt`` is honoured
+        between chunks (what was copied stays: the mirror is consistent after any chunk).
         """
         with self._refresh_lock:
             self._check_open()
             target = self._store.last_seq()
             watermark, added = self.watermark, 0
             while watermark < target:
+                if interrupt is not None:
+                    interrupt.check()
                 batch = self._store.plans_after(watermark, self._chunk_size)
                 if not len(batch):
                     break

@@ -538,3 +538,21 @@ def test_store_accepts_an_engine(tmp_path: Path) -> None:
         assert len(shared) == 1
         shared.close()  # does not dispose an engine it was given
         assert len(first) == 1
+
+
+def test_record_plans_is_one_group_commit(store: HistoryStore) -> None:
+    store.record_plan(make_plan("old"))
+    outcomes = store.record_plans(
+        [make_plan("a"), make_plan("old"), make_plan("b"), make_plan("a")]
+    )
+    assert outcomes[0] == 2 and outcomes[2] == 4  # the duplicates' seqs are skipped
+    assert [type(o).__name__ for o in outcomes] == [
+        "int",
+        "DuplicatePlanError",
+        "int",
+        "DuplicatePlanError",
+    ]
+    assert sorted(read_all(store)[0]["plan_id"]) == ["a", "b", "old"]
+    assert store.record_plans([make_plan("a")])[0].plan_id == "a"  # type: ignore[union-attr]
+    # the batch of four reserved seqs 2-5; the all-duplicate batch reserved nothing
+    assert store.record_plan(make_plan("c")) == 6

@@ -1,0 +1,128 @@
+"""Analysis snapshots: results turned into store rows and back.
+
+The store keeps plain rows (``metalearn_snapshots`` and ``metalearn_snapshot_patterns``);
+this module knows how an :class:`ExecutionAnalysis` and a :class:`PatternReport` map onto
+them, so a planner in another process can read the latest patterns back.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from metalearn._analysis import ExecutionAnalysis
+from metalearn._patterns import PATTERN_COLUMNS, PatternReport
+
+__all__ = ["analysis_from_snapshot", "report_from_snapshot", "snapshot_rows"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TABLES = ("overall", "by_agent", "by_goal_type", "by_tool", "by_day", "failure_reasons")
+_INTEGERS = {"plans", "successes", "calls", "errors", "count"}
+_TEXTS = {"agent_id", "goal_type", "tool", "error"}
+_ROW_COLUMNS = [c for c in PATTERN_COLUMNS if c not in ("pattern_text",)]
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _moment(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(micros))
+
+
+def _frame_to_json(frame: pd.DataFrame) -> dict[str, Any]:
+    if "day" in frame:
+        frame = frame.assign(day=[d.isoformat() for d in frame["day"]])
+    table = frame.to_dict(orient="split", index=False)  # plain Python values, NaN kept
+    return {"columns": table["columns"], "data": table["data"]}
+
+
+def _frame_from_json(table: dict[str, Any]) -> pd.DataFrame:
+    frame = pd.DataFrame(table["data"], columns=table["columns"])
+    for column in frame.columns:
+        if column in _INTEGERS:
+            frame[column] = frame[column].astype("int64")
+        elif column in _TEXTS:
+            frame[column] = frame[column].astype("str")
+        elif column == "day":
+            frame[column] = pd.to_datetime(frame[column]).dt.date
+        else:
+            frame[column] = frame[column].astype("float64")
+    return frame
+
+
+def snapshot_rows(
+    analysis: ExecutionAnalysis, report: PatternReport, *, duration_ms: float
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The snapshot row and pattern rows of one agent's analysis, ready for the store."""
+    tables = {name: _frame_to_json(getattr(analysis, name)) for name in _TABLES}
+    header = {
+        "agent_id": analysis.agent_id,
+        "through_seq": analysis.through_seq,
+        "computed_at_us": _micros(analysis.computed_at),
+        "duration_ms": float(duration_ms),
+        "time_range_days": analysis.time_range_days,
+        "as_of_us": _micros(analysis.as_of),
+        "plans": report.n_plans,
+        "successes": report.n_successes,
+        "patterns_tested": len(report.patterns),
+        "patterns_significant": int(report.patterns["significant"].sum()),
+        "min_length": report.min_length,
+        "max_length": report.max_length,
+        "min_support": report.min_support,
+        "fdr": report.fdr,
+        "analysis": json.dumps(tables, allow_nan=True),
+    }
+    rows = report.patterns[_ROW_COLUMNS].assign(
+        rank=np.arange(len(report.patterns)),
+        pattern=[json.dumps(list(p)) for p in report.patterns["pattern"]],
+    )
+    return header, rows
+
+
+def analysis_from_snapshot(header: dict[str, Any]) -> ExecutionAnalysis:
+    """The :class:`ExecutionAnalysis` stored in a snapshot row."""
+    tables = json.loads(header["analysis"])
+    return ExecutionAnalysis(
+        **{name: _frame_from_json(tables[name]) for name in _TABLES},
+        agent_id=header["agent_id"],
+        time_range_days=header["time_range_days"],
+        as_of=_moment(header["as_of_us"]),
+        through_seq=int(header["through_seq"]),
+        computed_at=_moment(header["computed_at_us"]),
+    )
+
+
+def report_from_snapshot(header: dict[str, Any], rows: pd.DataFrame) -> PatternReport:
+    """The :class:`PatternReport` stored in a snapshot row and its pattern rows."""
+    patterns = [tuple(json.loads(text)) for text in rows["pattern"]]
+    frame = rows.assign(
+        pattern=pd.Series(patterns, dtype=object, index=rows.index),
+        pattern_text=pd.Series([" → ".join(p) for p in patterns], dtype="str", index=rows.index),
+        significant=rows["significant"].astype(bool),
+        direction=rows["direction"].astype("str"),
+    )
+    for column in ("length", "plans", "successes"):
+        frame[column] = frame[column].astype("int64")
+    for column in ("success_rate", "ci_low", "ci_high", "lift", "p_value", "q_value"):
+        frame[column] = frame[column].astype("float64")
+    n_plans, n_successes = int(header["plans"]), int(header["successes"])
+    return PatternReport(
+        patterns=frame[PATTERN_COLUMNS].reset_index(drop=True),
+        baseline_rate=n_successes / n_plans if n_plans else float("nan"),
+        n_plans=n_plans,
+        n_successes=n_successes,
+        agent_id=header["agent_id"],
+        time_range_days=header["time_range_days"],
+        as_of=_moment(header["as_of_us"]),
+        min_length=int(header["min_length"]),
+        max_length=int(header["max_length"]),
+        min_support=int(header["min_support"]),
+        fdr=float(header["fdr"]),
+        through_seq=int(header["through_seq"]),
+        computed_at=_moment(header["computed_at_us"]),
+    )
