@@ -16,10 +16,13 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from metalearn import _queries as q
 from metalearn._analysis import with_rates
+from metalearn._arrays import dense_codes, first_occurrences
 from metalearn._queries import Window
 from metalearn._stats import benjamini_hochberg, fisher_exact_two_sided
 from metalearn._warehouse import Snapshot
@@ -128,19 +131,22 @@ class _Counts:
 
 
 def _distinct_plan_counts(
-    plan: Ints, gram: Ints, n_grams: int, succeeded: NDArray[np.bool_]
+    gram: Ints, first: NDArray[np.bool_], plan: Ints, n_grams: int, succeeded: NDArray[np.bool_]
 ) -> tuple[Ints, Ints]:
-    """Per n-gram id: plans containing it at least once, and how many of those succeeded."""
-    pairs = pd.unique(plan * n_grams + gram)
-    gram_of, plan_of = pairs % n_grams, pairs // n_grams
-    support = np.bincount(gram_of, minlength=n_grams)
-    successes = np.bincount(gram_of, weights=succeeded[plan_of], minlength=n_grams)
+    """Per n-gram id: plans containing it at least once, and how many of those succeeded.
+
+    Counts only each n-gram's first occurrence in its plan (no hashing of pairs).
+    """
+    counted = gram[first]
+    support = np.bincount(counted, minlength=n_grams)
+    successes = np.bincount(counted[succeeded[plan[first]]], minlength=n_grams)
     return support.astype(np.int64), successes.astype(np.int64)
 
 
 def count_patterns(
     plan: Ints,
     tool: Ints,
+    offset: Ints,
     succeeded: NDArray[np.bool_],
     n_tools: int,
     *,
@@ -150,20 +156,22 @@ def count_patterns(
 ) -> list[_Counts]:
     """Frequent contiguous n-grams of tool ids, lengths ``min_length..max_length``.
 
-    ``plan`` (index into ``succeeded``) and ``tool`` give one entry per step, grouped by
-    plan in step order.
+    One entry per step, grouped by plan in step order: ``plan`` (index into
+    ``succeeded``), ``tool`` (id) and ``offset`` (position within the plan).
     """
     ids, valid = tool.astype(np.int64), np.ones(len(tool), dtype=bool)
     decode: Ints = np.arange(n_tools, dtype=np.int64)[:, None]
     found = []
+    first = first_occurrences(ids, offset)
     for length in range(1, max_length + 1):
         if length > 1:
             ids, valid, decode = _extend(plan, tool, ids, valid, decode, length, n_tools)
+            # A sequence can only repeat in a plan where its prefix (one shorter) repeats.
+            first = first_occurrences(ids, offset[: len(ids)], valid, ~first[: len(ids)])
         if not valid.any():
             break
         n_grams = len(decode)
-        support, successes = _distinct_plan_counts(plan[: len(ids)][valid], ids[valid], n_grams,
-                                                    succeeded)  # fmt: skip
+        support, successes = _distinct_plan_counts(ids, first, plan[: len(ids)], n_grams, succeeded)
         frequent = support >= min_support
         if length >= min_length:
             found.append(_Counts(decode[frequent], support[frequent], successes[frequent]))
@@ -186,10 +194,9 @@ def _extend(
         return np.empty(0, np.int64), np.empty(0, bool), np.empty((0, length), np.int64)
     extendable = valid[:starts] & valid[1 : starts + 1] & (plan[:starts] == plan[length - 1 :])
     combined = ids[:starts] * n_tools + tool[length - 1 :]
-    codes, uniques = pd.factorize(combined[extendable])
+    codes, uniques = dense_codes(combined[extendable])
     new_ids = np.full(starts, -1, dtype=np.int64)
     new_ids[extendable] = codes
-    uniques = np.asarray(uniques, dtype=np.int64)
     new_decode = np.hstack([decode[uniques // n_tools], (uniques % n_tools)[:, None]])
     return new_ids, extendable, new_decode
 
@@ -234,22 +241,72 @@ class _Options:
     fdr: float
 
 
+@dataclass(frozen=True)
+class _Steps:
+    """A window's steps as integer arrays, in plan and step order."""
+
+    plan: Ints  # plan index of each step (0..plans-1 among plans with steps)
+    tool: Ints
+    offset: Ints  # position within the plan (step_index)
+    succeeded: NDArray[np.bool_]  # per plan
+    plan_group: Ints  # per plan: index into groups (or all 0 when ungrouped)
+    groups: list[str | None]
+
+    @classmethod
+    def read(cls, steps: pa.Table, per_agent: bool) -> _Steps:
+        seq = steps.column("seq").to_numpy()
+        offset = steps.column("step_index").to_numpy().astype(np.int64)
+        if not _in_plan_order(seq, offset):  # stored order is kept by DuckDB; never trust
+            order = np.lexsort((offset, seq))
+            steps, seq, offset = steps.take(order), seq[order], offset[order]
+        change = np.empty(len(seq), dtype=bool)
+        change[:1] = True
+        np.not_equal(seq[1:], seq[:-1], out=change[1:])
+        starts = np.flatnonzero(change)
+        succeeded = steps.column("succeeded").to_numpy(zero_copy_only=False).astype(bool)
+        plan_group = np.zeros(len(starts), np.int64)
+        groups: list[str | None] = [None]
+        if per_agent:
+            keys = pc.dictionary_encode(steps.column("group_key").take(starts)).combine_chunks()
+            plan_group = keys.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+            groups = keys.dictionary.to_pylist()
+        return cls(
+            plan=np.cumsum(change) - 1,
+            tool=steps.column("tool_id").to_numpy().astype(np.int64),
+            offset=offset,
+            succeeded=succeeded[starts],
+            plan_group=plan_group,
+            groups=groups,
+        )
+
+    def of_group(self, key: str | None) -> NDArray[np.bool_]:
+        """Which steps belong to plans of the group ``key``."""
+        if key not in self.groups:
+            return np.zeros(len(self.plan), dtype=bool)
+        in_group: NDArray[np.bool_] = (self.plan_group == self.groups.index(key))[self.plan]
+        return in_group
+
+
+def _in_plan_order(seq: Ints, offset: Ints) -> bool:
+    same_plan = seq[1:] == seq[:-1]
+    return bool(np.all(np.where(same_plan, offset[1:] == offset[:-1] + 1, seq[1:] > seq[:-1])))
+
+
 def _report(
-    plan: Ints,
-    tool: Ints,
-    succeeded: NDArray[np.bool_],
+    steps: _Steps,
     names: NDArray[np.object_],
     in_group: NDArray[np.bool_],
     options: _Options,
-) -> tuple[pd.DataFrame, int, int]:
-    """The pattern table of the plans flagged ``in_group`` (plan indexes stay global)."""
-    steps = in_group[plan]
+    n_plans: int,
+    n_successes: int,
+) -> pd.DataFrame:
+    """The pattern table of the steps flagged ``in_group`` (plan indexes stay global)."""
     counts = count_patterns(
-        plan[steps], tool[steps], succeeded, len(names), min_length=options.min_length,
-        max_length=options.max_length, min_support=options.min_support,
+        steps.plan[in_group], steps.tool[in_group], steps.offset[in_group], steps.succeeded,
+        len(names), min_length=options.min_length, max_length=options.max_length,
+        min_support=options.min_support,
     )  # fmt: skip
-    n_plans, n_successes = int(in_group.sum()), int(succeeded[in_group].sum())
-    return _pattern_rows(counts, names, n_plans, n_successes, options.fdr), n_plans, n_successes
+    return _pattern_rows(counts, names, n_plans, n_successes, options.fdr)
 
 
 def extract_groups(
@@ -263,20 +320,18 @@ def extract_groups(
 ) -> dict[str | None, PatternReport]:
     """Mine and test the patterns of each group of ``window`` (one query for all groups)."""
     options = _Options(min_length, max_length, min_support, fdr)
-    plans = snapshot.arrow(window.sql(q.PATTERN_PLANS), window.params)
-    steps = snapshot.arrow(window.sql(q.PATTERN_STEPS), window.params)
+    totals = snapshot.frame(window.sql(q.PATTERN_PLANS), window.params)
+    steps = _Steps.read(snapshot.arrow(window.sql(q.PATTERN_STEPS), window.params),
+                        window.per_agent)  # fmt: skip
     names = np.array(snapshot.arrow(q.TOOLS).column("tool").to_pylist(), dtype=object)
-    plan_seq = plans.column("seq").to_numpy()
-    succeeded = plans.column("succeeded").to_numpy(zero_copy_only=False).astype(bool)
-    plan = np.searchsorted(plan_seq, steps.column("seq").to_numpy()).astype(np.int64)
-    tool = steps.column("tool_id").to_numpy().astype(np.int64)
-    keys = plans.column("group_key").to_numpy(zero_copy_only=False)
     reports = {}
     for key in window.groups:
-        in_group = np.ones(len(plan_seq), dtype=bool) if key is None else keys == key
-        table, n_plans, n_successes = _report(plan, tool, succeeded, names, in_group, options)
+        row = totals[totals["group_key"] == key] if window.per_agent else totals
+        n_plans = int(row["plans"].sum())
+        n_successes = int(row["successes"].sum())
+        in_group = steps.of_group(key) if window.per_agent else np.ones(len(steps.plan), bool)
         reports[key] = PatternReport(
-            patterns=table,
+            patterns=_report(steps, names, in_group, options, n_plans, n_successes),
             baseline_rate=n_successes / n_plans if n_plans else float("nan"),
             n_plans=n_plans,
             n_successes=n_successes,

@@ -14,7 +14,7 @@ from typing import Any
 
 from metalearn._errors import InvalidArgumentError
 
-__all__ = ["Window"]
+__all__ = ["Window", "normalised_error"]
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,11 @@ WITH window_plans AS (
       AND ($start::TIMESTAMP IS NULL OR finished_at > $start::TIMESTAMP)
       AND finished_at <= $end::TIMESTAMP
 ),
-window_steps AS (
-    SELECT s.*, p.succeeded, p.group_key FROM steps AS s JOIN window_plans AS p USING (seq)
+window_steps AS (  -- the same filter: steps carry their plan's agent and finish time
+    SELECT {group} AS group_key, * FROM steps
+    WHERE ($agents::VARCHAR[] IS NULL OR list_contains($agents::VARCHAR[], agent_id))
+      AND ($start::TIMESTAMP IS NULL OR finished_at > $start::TIMESTAMP)
+      AND finished_at <= $end::TIMESTAMP
 )
 """
 
@@ -138,36 +141,45 @@ FROM window_plans GROUP BY ALL ORDER BY group_key, day
 BY_TOOL = (
     _WINDOW
     + """
-SELECT s.group_key, t.tool,
-       count(*) AS calls,
-       count(*) FILTER (WHERE s.status = 'error') AS errors,
-       count(DISTINCT s.seq) AS plans,
-       count(DISTINCT s.seq) FILTER (WHERE s.succeeded) AS successes,
-       quantile_cont(s.duration_ms, 0.5) AS median_duration_ms,
-       quantile_cont(s.duration_ms, 0.95) AS p95_duration_ms
-FROM window_steps AS s JOIN tools AS t USING (tool_id)
-GROUP BY ALL
+SELECT group_key, t.tool, calls, errors, plans, successes,
+       quantiles[1] AS median_duration_ms, quantiles[2] AS p95_duration_ms
+FROM (
+    SELECT group_key, tool_id,
+           count(*) AS calls,
+           count(*) FILTER (WHERE status = 'error') AS errors,
+           count(*) FILTER (WHERE first_in_plan) AS plans,
+           count(*) FILTER (WHERE first_in_plan AND succeeded) AS successes,
+           quantile_cont(duration_ms, [0.5, 0.95]) AS quantiles
+    FROM window_steps GROUP BY ALL
+) JOIN tools AS t USING (tool_id)
 """
 )
 
 # Masks, in order: quoted values, UUIDs, tokens mixing letters and digits (ids such as
 # req_33080, u-48213, 0x1f), then numbers; so one failure reads the same every time.
-# (Regex braces are doubled: queries pass through Window.sql's str.format.)
-_NORMALISED_ERROR = r"""
-trim(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(
-    coalesce(s.error, '(no message)'),
-    '''[^'']*''|"[^"]*"', '<str>', 'g'),
-    '[0-9a-fA-F]{{8}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{12}}',
-    '<id>', 'g'),
-    '\b(?:[A-Za-z_]+[-_]?[0-9]|[0-9]+[A-Za-z_])[A-Za-z0-9_-]*', '<id>', 'g'),
-    '[0-9]+(?:\.[0-9]+)?', '<n>', 'g'),
-    '\s+', ' ', 'g'))
-"""
+# Applied once per error step when the warehouse loads it (steps.error_norm).
+_MASKS = (
+    ("'[^']*'|\"[^\"]*\"", "<str>"),
+    ("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", "<id>"),
+    (r"\b(?:[A-Za-z_]+[-_]?[0-9]|[0-9]+[A-Za-z_])[A-Za-z0-9_-]*", "<id>"),
+    (r"[0-9]+(?:\.[0-9]+)?", "<n>"),
+    (r"\s+", " "),
+)
+
+
+def normalised_error(column: str) -> str:
+    """SQL masking the variable parts of an error text column (NULL reads as no message)."""
+    sql = f"coalesce({column}, '(no message)')"
+    for pattern, mask in _MASKS:
+        quoted = pattern.replace("'", "''")
+        sql = f"regexp_replace({sql}, '{quoted}', '{mask}', 'g')"
+    return f"trim({sql})"
+
 
 FAILURE_REASONS = (
     _WINDOW
-    + f"""
-SELECT s.group_key, t.tool, {_NORMALISED_ERROR} AS error,
+    + """
+SELECT s.group_key, t.tool, s.error_norm AS error,
        count(*) AS count,
        count(DISTINCT s.seq) AS plans
 FROM window_steps AS s JOIN tools AS t USING (tool_id)
@@ -177,8 +189,14 @@ ORDER BY s.group_key, count DESC, plans DESC, t.tool, error
 """
 )
 
-PATTERN_PLANS = _WINDOW + "SELECT group_key, seq, succeeded FROM window_plans ORDER BY seq"
+PATTERN_PLANS = (
+    _WINDOW
+    + "SELECT group_key, count(*) AS plans, count(*) FILTER (WHERE succeeded) AS successes "
+    + "FROM window_plans GROUP BY ALL"
+)
 
-PATTERN_STEPS = _WINDOW + "SELECT seq, tool_id FROM window_steps ORDER BY seq, step_index"
+# No ORDER BY: steps are stored in (seq, step_index) order and a filtered scan keeps it
+# (DuckDB preserves insertion order); the caller checks and sorts only if it must.
+PATTERN_STEPS = _WINDOW + "SELECT group_key, seq, step_index, tool_id, succeeded FROM window_steps"
 
 TOOLS = "SELECT tool_id, tool FROM tools ORDER BY tool_id"

@@ -20,13 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+from numpy.typing import NDArray
 
+from metalearn._arrays import first_occurrences
 from metalearn._errors import AnalysisInterrupted
+from metalearn._queries import normalised_error
 from metalearn._store import HistoryStore, PlanBatch
 
 __all__ = ["Interrupt", "Snapshot", "Warehouse"]
+
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sync_state (key VARCHAR PRIMARY KEY, value BIGINT NOT NULL);
@@ -44,22 +51,30 @@ CREATE TABLE IF NOT EXISTS plans (
     error VARCHAR,
     priority INTEGER NOT NULL
 );
+-- Steps carry their plan's agent, finish time and outcome, so windows filter steps
+-- without a join; first_in_plan marks a tool's first call in its plan (plans per tool
+-- without DISTINCT); error_norm is the masked error text of error steps. Rows are kept
+-- in (seq, step_index) order: pattern mining reads them in that order.
 CREATE TABLE IF NOT EXISTS steps (
     seq BIGINT NOT NULL,
     step_index INTEGER NOT NULL,
     tool_id INTEGER NOT NULL,
     status VARCHAR NOT NULL,
     duration_ms DOUBLE,
-    error VARCHAR
+    error VARCHAR,
+    agent_id VARCHAR NOT NULL,
+    finished_at TIMESTAMP NOT NULL,
+    succeeded BOOLEAN NOT NULL,
+    first_in_plan BOOLEAN NOT NULL,
+    error_norm VARCHAR
 );
 INSERT INTO sync_state VALUES ('watermark', 0) ON CONFLICT DO NOTHING;
 """
 
-_LOAD = """
-INSERT INTO tools
-SELECT (SELECT coalesce(max(tool_id), -1) FROM tools) + row_number() OVER (ORDER BY tool), tool
-FROM (SELECT DISTINCT tool FROM batch_steps) AS new
-WHERE tool NOT IN (SELECT tool FROM tools);
+_DROP = "DROP TABLE IF EXISTS steps; DROP TABLE IF EXISTS plans; DROP TABLE IF EXISTS tools;"
+
+_LOAD = f"""
+INSERT INTO tools SELECT tool_id, tool FROM new_tools;
 
 INSERT INTO plans
 SELECT seq, plan_id, agent_id, goal_type, status = 'succeeded', started_at, finished_at,
@@ -67,21 +82,43 @@ SELECT seq, plan_id, agent_id, goal_type, status = 'succeeded', started_at, fini
 FROM batch_plans;
 
 INSERT INTO steps
-SELECT s.seq, s.step_index, t.tool_id, s.status, s.duration_ms, s.error
-FROM batch_steps AS s JOIN tools AS t USING (tool);
+SELECT seq, step_index, tool_id, status, duration_ms, error, agent_id, finished_at,
+       succeeded, first_in_plan,
+       CASE WHEN status = 'error' THEN {normalised_error("error")} END
+FROM batch_steps;
 
 UPDATE sync_state SET value = $watermark WHERE key = 'watermark';
 """
 
 _WATERMARK = "SELECT value FROM sync_state WHERE key = 'watermark'"
+_VERSION = "SELECT value FROM sync_state WHERE key = 'schema_version'"
 
 
-def _naive_utc(table: pa.Table, *columns: str) -> pa.Table:
-    """Drop the UTC zone from timestamp columns (DuckDB then needs no time-zone support)."""
-    for name in columns:
-        index = table.schema.get_field_index(name)
-        table = table.set_column(index, name, table.column(name).cast(pa.timestamp("us")))
-    return table
+def _naive_utc(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Drop the UTC zone from a timestamp column (DuckDB then needs no time-zone support)."""
+    return column.cast(pa.timestamp("us"))
+
+
+def _steps_for_load(batch: PlanBatch, tool_ids: NDArray[np.int32]) -> pa.Table:
+    """The batch's steps with their plan's columns and first_in_plan, still in order."""
+    plans, steps = batch.plans, batch.steps
+    plan_index = pa.array(np.searchsorted(plans.column("seq").to_numpy(),
+                                          steps.column("seq").to_numpy()))  # fmt: skip
+    offset = steps.column("step_index").to_numpy()
+    return pa.table(
+        {
+            "seq": steps.column("seq"),
+            "step_index": steps.column("step_index"),
+            "tool_id": pa.array(tool_ids, pa.int32()),
+            "status": steps.column("status"),
+            "duration_ms": steps.column("duration_ms"),
+            "error": steps.column("error"),
+            "agent_id": plans.column("agent_id").take(plan_index),
+            "finished_at": _naive_utc(plans.column("finished_at")).take(plan_index),
+            "succeeded": pc.equal(plans.column("status"), "succeeded").take(plan_index),
+            "first_in_plan": pa.array(first_occurrences(tool_ids, offset)),
+        }
+    )
 
 
 def _scalar(cursor: duckdb.DuckDBPyConnection, sql: str) -> Any:
@@ -181,11 +218,35 @@ class Warehouse:
         if self._path is not None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         self._connection = duckdb.connect(str(self._path) if self._path else ":memory:")
-        self._connection.execute(_SCHEMA)
         self._refresh_lock = threading.Lock()
         self._closed = False
+        self._create_schema()
         if self.watermark > store.last_seq():
             self._rebuild()  # the file mirrors another (or a reset) store
+        self._tool_ids = self._known_tools()
+
+    def _create_schema(self) -> None:
+        """Create the tables; a file written by an older layout is rebuilt from scratch."""
+        self._connection.execute(
+            "CREATE TABLE IF NOT EXISTS sync_state (key VARCHAR PRIMARY KEY, value BIGINT)"
+        )
+        version = _scalar(self._connection.cursor(), _VERSION)
+        has_rows = _scalar(self._connection.cursor(), _WATERMARK) is not None
+        if version != SCHEMA_VERSION and (version is not None or has_rows):
+            self._connection.execute(_DROP + "DELETE FROM sync_state;")
+        self._connection.execute(_SCHEMA)
+        self._connection.execute(
+            "INSERT INTO sync_state VALUES ('schema_version', $v) ON CONFLICT DO NOTHING",
+            {"v": SCHEMA_VERSION},
+        )
+
+    def _known_tools(self) -> dict[str, int]:
+        cursor = self._connection.cursor()
+        try:
+            rows = cursor.sql("SELECT tool, tool_id FROM tools").fetchall()
+        finally:
+            cursor.close()
+        return {str(tool): int(tool_id) for tool, tool_id in rows}
 
     def __repr__(self) -> str:
         where = str(self._path) if self._path else "memory"
@@ -228,12 +289,33 @@ class Warehouse:
                 watermark, added = batch.last_seq, added + len(batch)
             return added
 
+    def _encode_tools(self, tools: pa.ChunkedArray) -> tuple[NDArray[np.int32], dict[str, int]]:
+        """Integer ids of the tool names (new names get the next ids); and the new names."""
+        encoded = pc.dictionary_encode(tools).combine_chunks()
+        names = encoded.dictionary.to_pylist()  # distinct names only: a handful
+        new: dict[str, int] = {}
+        for name in names:
+            if name not in self._tool_ids and name not in new:
+                new[name] = len(self._tool_ids) + len(new)
+        lookup = np.array([self._tool_ids.get(n, new.get(n, -1)) for n in names], dtype=np.int32)
+        indices = encoded.indices.to_numpy(zero_copy_only=False)
+        return lookup[indices] if len(indices) else np.empty(0, np.int32), new
+
     def _load(self, batch: PlanBatch) -> None:
+        tool_ids, new_tools = self._encode_tools(batch.steps.column("tool"))
+        plans = batch.plans
+        for name in ("started_at", "finished_at"):
+            index = plans.schema.get_field_index(name)
+            plans = plans.set_column(index, name, _naive_utc(plans.column(name)))
         cursor = self._connection.cursor()
         try:
             cursor.begin()
-            cursor.register("batch_plans", _naive_utc(batch.plans, "started_at", "finished_at"))
-            cursor.register("batch_steps", batch.steps)
+            cursor.register("new_tools", pa.table({
+                "tool_id": pa.array(list(new_tools.values()), pa.int32()),
+                "tool": pa.array(list(new_tools), pa.string()),
+            }))  # fmt: skip
+            cursor.register("batch_plans", plans)
+            cursor.register("batch_steps", _steps_for_load(batch, tool_ids))
             cursor.execute(_LOAD, {"watermark": batch.last_seq})
             cursor.commit()
         except BaseException:
@@ -241,6 +323,7 @@ class Warehouse:
             raise
         finally:
             cursor.close()
+        self._tool_ids.update(new_tools)  # only once the rows that use them are committed
 
     @contextmanager
     def snapshot(self) -> Iterator[Snapshot]:

@@ -127,7 +127,10 @@ def test_repeated_sequence_counts_a_plan_once() -> None:
     plan = np.array([0, 0, 0, 0, 1, 1, 2, 2])
     tool = np.array([0, 1, 0, 1, 1, 0, 0, 1])
     succeeded = np.array([True, False, True])
-    counts = count_patterns(plan, tool, succeeded, 2, min_length=1, max_length=3, min_support=1)
+    offset = np.array([0, 1, 2, 3, 0, 1, 0, 1])
+    counts = count_patterns(
+        plan, tool, offset, succeeded, 2, min_length=1, max_length=3, min_support=1
+    )
     found = {
         tuple(int(t) for t in grams): (int(n), int(k))
         for c in counts for grams, n, k in zip(c.tools, c.plans, c.successes, strict=True)

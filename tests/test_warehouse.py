@@ -149,3 +149,39 @@ def test_results_never_go_through_df() -> None:
     for path in PACKAGE.rglob("*.py"):
         calls = re.findall(r"[\w)\]]\.(?:df|fetchdf|fetch_df)\(", path.read_text())
         assert not calls, (path, calls)
+
+
+def test_file_from_an_older_layout_is_rebuilt(sqlite_store: HistoryStore, tmp_path: Path) -> None:
+    import duckdb
+
+    path = tmp_path / "old.duckdb"
+    old = duckdb.connect(str(path))
+    old.execute("CREATE TABLE sync_state (key VARCHAR PRIMARY KEY, value BIGINT)")
+    old.execute("INSERT INTO sync_state VALUES ('watermark', 0)")
+    old.execute("CREATE TABLE steps (seq BIGINT, tool_id INTEGER)")  # no denormalised columns
+    old.close()
+    sqlite_store.record_plan(make_plan("p", tools=("a", "b", "a")))
+    mirror = Warehouse(sqlite_store, path=path)
+    assert mirror.refresh() == 1
+    with mirror.snapshot() as snapshot:
+        steps = snapshot.frame("SELECT first_in_plan, agent_id FROM steps ORDER BY step_index")
+    assert steps["first_in_plan"].tolist() == [True, True, False]
+    assert set(steps["agent_id"]) == {"agent-a"}
+    mirror.close()
+
+
+def test_steps_are_stored_in_plan_order_with_first_calls_marked(
+    store: HistoryStore, warehouse: Warehouse
+) -> None:
+    plans, steps = make_history(120, seed=9, end=END)
+    store.import_frames(plans, steps)
+    warehouse.refresh()
+    with warehouse.snapshot() as snapshot:
+        stored = snapshot.frame("SELECT seq, step_index, first_in_plan, succeeded FROM steps")
+    assert stored[["seq", "step_index"]].equals(
+        stored[["seq", "step_index"]].sort_values(["seq", "step_index"]).reset_index(drop=True)
+    )
+    expected_first = ~steps.duplicated(["plan_id", "tool"]).to_numpy()
+    assert stored["first_in_plan"].tolist() == expected_first.tolist()
+    succeeded = steps["plan_id"].map(plans.set_index("plan_id")["status"].eq("succeeded"))
+    assert stored["succeeded"].tolist() == succeeded.tolist()
