@@ -785,14 +785,14 @@ def _read_table(conn: Connection, query: Select[Any], schema: pa.Schema) -> pa.T
     """
     batches = []
     with _collector_paused():
-        cursor = conn.exec_driver_sql(
-            str(query.compile(conn, compile_kwargs={"literal_binds": True}))
-        )
-        while rows := cursor.cursor.fetchmany(_READ_CHUNK_ROWS):
+        result = conn.execute(query)  # compiled once and cached by SQLAlchemy
+        if type(result.cursor_strategy).__name__ != "CursorFetchStrategy":
+            raise RuntimeError("expected an unbuffered cursor result")  # rows could be lost
+        while rows := result.cursor.fetchmany(_READ_CHUNK_ROWS):
             columns = zip(*rows, strict=True)
             arrays = [pa.array(v, type=f.type) for v, f in zip(columns, schema, strict=True)]
             batches.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
-        cursor.close()
+        result.close()
     return pa.Table.from_batches(batches, schema=schema)
 
 
