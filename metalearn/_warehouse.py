@@ -282,7 +282,7 @@ class Warehouse:
             while watermark < target:
                 if interrupt is not None:
                     interrupt.check()
-                batch = self._store.plans_after(watermark, self._chunk_size)
+                batch = self._store.plans_after(watermark, self._chunk_size, step_plan_ids=False)
                 if not len(batch):
                     break
                 self._load(batch)
