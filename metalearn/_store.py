@@ -522,6 +522,25 @@ class HistoryStore:
         query = select(*_PLAN_SELECT).where(plans.c.seq > after_seq).order_by(plans.c.seq)
         plan_table = self._read(query.limit(limit) if limit else query, PLANS_SCHEMA)
         last_seq = plan_table.column("seq")[-1].as_py() if plan_table.num_rows else after_seq
+        return self._with_steps(plan_table, after_seq, last_seq, step_plan_ids)
+
+    def plans_between(
+        self, after_seq: int, upto_seq: int, *, step_plan_ids: bool = True
+    ) -> PlanBatch:
+        """Plans with ``after_seq < seq <= upto_seq`` and their steps; ``last_seq`` is
+        ``upto_seq``. Only meaningful up to :meth:`last_seq` (later seqs may still commit).
+        """
+        query = (
+            select(*_PLAN_SELECT)
+            .where(plans.c.seq > after_seq, plans.c.seq <= upto_seq)
+            .order_by(plans.c.seq)
+        )
+        plan_table = self._read(query, PLANS_SCHEMA)
+        return self._with_steps(plan_table, after_seq, upto_seq, step_plan_ids)
+
+    def _with_steps(
+        self, plan_table: pa.Table, after_seq: int, last_seq: int, step_plan_ids: bool
+    ) -> PlanBatch:
         columns, schema = _STEP_SELECT, STEPS_SCHEMA
         if not step_plan_ids:
             columns = [c for c in _STEP_SELECT if c.name != "plan_id"]

@@ -13,6 +13,7 @@ consistent snapshot of the mirror.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -277,16 +278,14 @@ class Warehouse:
         """
         with self._refresh_lock:
             self._check_open()
-            target = self._store.last_seq()
-            watermark, added = self.watermark, 0
-            while watermark < target:
+            target, added = self._store.last_seq(), 0
+            bounds = [*range(self.watermark, target, self._chunk_size), target]
+            for after_seq, upto_seq in itertools.pairwise(bounds):
                 if interrupt is not None:
                     interrupt.check()
-                batch = self._store.plans_after(watermark, self._chunk_size, step_plan_ids=False)
-                if not len(batch):
-                    break
+                batch = self._store.plans_between(after_seq, upto_seq, step_plan_ids=False)
                 self._load(batch)
-                watermark, added = batch.last_seq, added + len(batch)
+                added += len(batch)
             return added
 
     def _encode_tools(self, tools: pa.ChunkedArray) -> tuple[NDArray[np.int32], dict[str, int]]:

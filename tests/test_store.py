@@ -556,3 +556,15 @@ def test_record_plans_is_one_group_commit(store: HistoryStore) -> None:
     assert store.record_plans([make_plan("a")])[0].plan_id == "a"  # type: ignore[union-attr]
     # the batch of four reserved seqs 2-5; the all-duplicate batch reserved nothing
     assert store.record_plan(make_plan("c")) == 6
+
+
+def test_plans_between_reads_a_seq_range(store: HistoryStore) -> None:
+    for i in range(6):
+        store.record_plan(make_plan(f"p-{i}", tools=("a", "b")))
+    batch = store.plans_between(2, 5)
+    assert batch.plans.column("plan_id").to_pylist() == ["p-2", "p-3", "p-4"]
+    assert batch.last_seq == 5 and batch.steps.num_rows == 6
+    lean = store.plans_between(2, 5, step_plan_ids=False)
+    assert "plan_id" not in lean.steps.column_names
+    assert lean.steps.column("seq").to_pylist() == [3, 3, 4, 4, 5, 5]
+    assert len(store.plans_between(6, 9)) == 0
