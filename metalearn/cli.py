@@ -1,57 +1,232 @@
-"""The ``metalearn`` command line. Uses only the public API."""
+"""The ``metalearn`` command line (also ``python -m metalearn``). Uses only the public API.
+
+- ``metalearn demo``: build a synthetic history in the default store if it is empty, run
+  both analyses, write PNG plots and CSV tables to ``reports/`` and print a summary.
+- ``metalearn report --db URL``: the same report for any store.
+- ``metalearn import``: read trace exports or interchange CSVs into a store.
+
+Progress goes to stderr (a bar on a terminal), results to stdout. Exit status: 0 done;
+1 the work failed (unreadable or unreachable database, missing file, empty history: the
+message says what to do); 2 bad arguments; 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
-from typing import Literal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal, TextIO
 
 import pandas as pd
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from metalearn import HistoryStore, ImportReport, MetalearnError
+from metalearn import (
+    ExecutionAnalysis,
+    HistoryStore,
+    ImportReport,
+    MetalearnError,
+    MetaLearningService,
+    PatternReport,
+)
+from metalearn.export import export_csv
+from metalearn.plots import save_plots, strongest_patterns
 from metalearn.synthetic import make_history, planted_patterns
 
 __all__ = ["main"]
 
 DEMO_PLANS = 20_000
+DEFAULT_OUT = "reports"
+_DB_HELP = "SQLAlchemy URL (default: $METALEARN_DB_URL or sqlite:///data/metalearn.db)"
+_CHUNK = 2_000  # plans per write while building the demo, so the bar moves
 
 
-def _summary(store: HistoryStore) -> str:
-    frames = [
-        batch.plans.select(["agent_id", "status", "finished_at"]).to_pandas()
-        for batch in store.iter_batches()
+class CommandError(MetalearnError):
+    """A command cannot do what it was asked; the message says what to do instead."""
+
+
+class _Progress:
+    """Stage lines on stderr, and a bar redrawn in place when stderr is a terminal."""
+
+    def __init__(self, *, quiet: bool, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.quiet = quiet
+        self.started = time.monotonic()
+
+    def stage(self, text: str) -> None:
+        if not self.quiet:
+            elapsed = time.monotonic() - self.started
+            print(f"[{elapsed:5.1f}s] {text}", file=self.stream, flush=True)
+
+    def bar(self, done: int, total: int, unit: str) -> None:
+        if self.quiet or not self.stream.isatty():
+            return
+        filled = round(30 * done / max(total, 1))
+        end = "\n" if done >= total else ""
+        self.stream.write(f"\r        [{'#' * filled}{'.' * (30 - filled)}] "
+                          f"{done:,}/{total:,} {unit}{end}")  # fmt: skip
+        self.stream.flush()
+
+
+# -- demo and report ---------------------------------------------------------------------
+
+
+def _build_demo(store: HistoryStore, n_plans: int, seed: int, progress: _Progress) -> str:
+    progress.stage(f"drawing a synthetic history of {n_plans:,} plans (seed {seed})")
+    plans, steps = make_history(n_plans, seed=seed)
+    progress.stage(f"recording it in {store.url}")
+    for start in range(0, n_plans, _CHUNK):
+        part = plans.iloc[start : start + _CHUNK]
+        store.import_frames(part, steps[steps["plan_id"].isin(part["plan_id"])])
+        progress.bar(min(start + _CHUNK, n_plans), n_plans, "plans")
+    return f"built a demo history: {n_plans:,} plans, {len(steps):,} steps in {store.url}"
+
+
+def _analyse(
+    store: HistoryStore, args: argparse.Namespace, progress: _Progress
+) -> tuple[ExecutionAnalysis, PatternReport]:
+    window = "the whole history" if args.days is None else f"the last {args.days:g} days"
+    who = f"agent {args.agent!r}" if args.agent else "any agent"
+    with MetaLearningService(store) as service:
+        progress.stage(f"success rates of {who} over {window}")
+        analysis = service.analyze_execution_patterns_sync(args.agent, time_range_days=args.days)
+        if analysis.n_plans == 0:
+            raise CommandError(_no_plans(store, who, window))
+        progress.stage("testing tool sequences for an effect on success")
+        report = service.extract_successful_patterns_sync(
+            args.agent, time_range_days=args.days, min_support=args.min_support
+        )
+    return analysis, report
+
+
+def _no_plans(store: HistoryStore, who: str, window: str) -> str:
+    total = len(store)
+    if total == 0:
+        return (f"{store.url} holds no plans yet; record or import some (`metalearn import`), "
+                "or run `metalearn demo` for a synthetic history")  # fmt: skip
+    return (f"no plans of {who} finished in {window} ({total:,} plans in {store.url}); "
+            "drop --agent or widen --days")  # fmt: skip
+
+
+def _write(
+    results: Sequence[ExecutionAnalysis | PatternReport], out: Path, progress: _Progress
+) -> list[Path]:
+    written: list[Path] = []
+    for result in results:
+        progress.stage(f"writing the plots and tables of the {type(result).__name__} to {out}/")
+        written += save_plots(result, out)
+        written += export_csv(result, out)
+    return written
+
+
+def _rate(value: float) -> str:
+    return "n/a" if value != value else f"{value:.1%}"
+
+
+def _agents_lines(by_agent: pd.DataFrame) -> list[str]:
+    if len(by_agent) < 2:
+        return []
+    ranked = by_agent.sort_values(["success_rate", "plans"], ascending=[False, False])
+    width = max(len(str(a)) for a in ranked["agent_id"].iloc[[0, -1]])
+    return [
+        f"{label} {row.agent_id!s:<{width}}  {_rate(row.success_rate)} of {row.plans:,} plans"
+        for label, row in [("best agent: ", ranked.iloc[0]), ("worst agent:", ranked.iloc[-1])]
     ]
-    plans = pd.concat(frames, ignore_index=True)
-    by_agent = (
-        plans.assign(succeeded=plans["status"] == "succeeded")
-        .groupby("agent_id")["succeeded"]
-        .agg(plans="size", success_rate="mean")
-        .sort_values("plans", ascending=False)
+
+
+def _pattern_lines(report: PatternReport, direction: str, top: int = 3) -> list[str]:
+    rows = strongest_patterns(report, top=len(report.patterns))
+    rows = rows[rows["direction"] == direction].sort_values(["q_value", "plans"]).head(top)
+    heading = f"patterns that go with {direction} (most significant first):"
+    if rows.empty:
+        return [f"{heading} none significant"]
+    lines = [f"  {r.lift:5.2f}x  {r.plans:>7,} plans  q={r.q_value:<8.1e}  {r.pattern_text}"
+             for r in rows.itertuples()]  # fmt: skip
+    return [heading, *lines]
+
+
+def _summary(analysis: ExecutionAnalysis, report: PatternReport) -> str:
+    overall = analysis.overall.iloc[0]
+    window = "whole history" if analysis.time_range_days is None else (
+        f"last {analysis.time_range_days:g} days to {analysis.as_of:%Y-%m-%d}")  # fmt: skip
+    return "\n".join([
+        f"{analysis.n_plans:,} plans ({analysis.agent_id or 'all agents'}, {window}): "
+        f"{_rate(analysis.success_rate)} succeeded "
+        f"(95% CI {_rate(overall.ci_low)} to {_rate(overall.ci_high)})",
+        *_agents_lines(analysis.by_agent),
+        f"{len(report.patterns):,} tool sequences in >= {report.min_support} plans tested, "
+        f"{int(report.patterns['significant'].sum()):,} significant (FDR {report.fdr:g})",
+        "lift = success rate of the plans with the sequence / success rate of all plans",
+        *_pattern_lines(report, "success"),
+        *_pattern_lines(report, "failure"),
+    ])  # fmt: skip
+
+
+def _planted_line(report: PatternReport) -> str:
+    planted = planted_patterns()
+    found = report.patterns[report.patterns["significant"]]
+    hits = sum(
+        ((found["pattern_text"] == row.pattern_text) & (found["direction"] == row.direction)).any()
+        for row in planted.itertuples()
     )
-    lines = [
-        repr(store),
-        f"plans finished {plans['finished_at'].min():%Y-%m-%d} .. "
-        f"{plans['finished_at'].max():%Y-%m-%d}; "
-        f"overall success rate {(plans['status'] == 'succeeded').mean():.1%}",
-        "",
-        by_agent.to_string(formatters={"success_rate": "{:.1%}".format}),
-    ]
+    return (
+        f"planted ground truth: {hits} of {len(planted)} planted patterns found significant in "
+        "their direction (metalearn.synthetic.planted_patterns())"
+    )
+
+
+def _report_to(store: HistoryStore, args: argparse.Namespace, progress: _Progress) -> str:
+    analysis, report = _analyse(store, args, progress)
+    written = _write([analysis, report], Path(args.out), progress)
+    lines = [_summary(analysis, report)]
+    if args.command == "demo":
+        lines.append(_planted_line(report))
+    pictures = sum(p.suffix == ".png" for p in written)
+    lines.append(f"wrote {pictures} PNG plots and {len(written) - pictures} CSV tables to "
+                 f"{args.out}/ (start with patterns.png and success_by_agent.png)")  # fmt: skip
     return "\n".join(lines)
 
 
 def _demo(args: argparse.Namespace) -> int:
+    progress = _Progress(quiet=args.quiet)
     with HistoryStore(args.db) as store:
         if len(store) == 0:
-            plans, steps = make_history(args.plans, seed=args.seed)
-            report = store.import_frames(plans, steps)
-            print(f"built a demo history: {report.imported:,} plans, {report.steps:,} steps")
+            print(_build_demo(store, args.plans, args.seed, progress))
         else:
-            print("using the existing history (delete the database file to rebuild it)")
-        print(_summary(store))
-        print("\nplanted patterns (ground truth the analyses should recover):")
-        print(planted_patterns()[["pattern_text", "direction", "log_odds"]].to_string(index=False))
+            print(f"using the existing history in {store.url}: {len(store):,} plans "
+                  "(delete the database file to rebuild it)")  # fmt: skip
+        print(_report_to(store, args, progress))
     return 0
+
+
+def _require_database(url: str) -> None:
+    """A report must not create an empty SQLite file where the user mistyped a path."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    if not Path(parsed.database).exists():
+        raise CommandError(
+            f"no database file at {parsed.database}; check --db, or run `metalearn demo` "
+            "or `metalearn import` to create one"
+        )
+
+
+def _report(args: argparse.Namespace) -> int:
+    progress = _Progress(quiet=args.quiet)
+    _require_database(args.db if args.db is not None else _default_url())
+    with HistoryStore(args.db) as store:
+        print(_report_to(store, args, progress))
+    return 0
+
+
+def _default_url() -> str:
+    return os.environ.get("METALEARN_DB_URL") or "sqlite:///data/metalearn.db"
+
+
+# -- import ----------------------------------------------------------------------------
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -106,25 +281,91 @@ def _rejections_summary(rejections: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="metalearn", description="Learn from AI agents' execution history."
+# -- arguments -------------------------------------------------------------------------
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _add_report_options(command: argparse.ArgumentParser, *, whole_history: bool) -> None:
+    command.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help=f"where to write the PNG plots and CSV tables (default: {DEFAULT_OUT}/)",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    command.add_argument(
+        "--min-support",
+        type=_positive(int),
+        default=20,
+        metavar="N",
+        help="test tool sequences found in at least N plans (default: 20)",
+    )
+    command.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    if whole_history:
+        command.set_defaults(agent=None, days=None)
+
+
+def _demo_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = commands.add_parser(
-        "demo", help="build a synthetic demo history in the store and summarise it"
+        "demo",
+        help="build a synthetic demo history (if the store is empty) and report on it",
+        description="Build a synthetic history with planted patterns in the store if it is "
+        "empty, run both analyses over the whole history, write PNG plots and CSV tables and "
+        "print a summary.",
     )
+    demo.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
     demo.add_argument(
-        "--db",
-        default=None,
-        help="SQLAlchemy URL (default: $METALEARN_DB_URL or sqlite:///data/metalearn.db)",
+        "--plans",
+        type=_positive(int),
+        default=DEMO_PLANS,
+        metavar="N",
+        help=f"plans to generate when the store is empty (default: {DEMO_PLANS:,})",
     )
-    demo.add_argument("--plans", type=int, default=DEMO_PLANS, help="plans to generate")
     demo.add_argument("--seed", type=int, default=0, help="random seed of the demo history")
+    _add_report_options(demo, whole_history=True)
     demo.set_defaults(run=_demo)
+
+
+def _report_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = commands.add_parser(
+        "report",
+        help="analyse a store: success rates, patterns, plots and CSV tables",
+        description="Run both analyses on a store, write PNG plots and CSV tables and print "
+        "a summary.",
+        epilog="example: metalearn report --db sqlite:///data/metalearn.db --agent support-bot "
+        "--days 30 --out reports/support-bot",
+    )
+    report.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
+    report.add_argument("--agent", default=None, metavar="ID", help="one agent (default: all)")
+    report.add_argument(
+        "--days",
+        type=_positive(float),
+        default=None,
+        metavar="N",
+        help="plans that finished in the last N days (default: all history)",
+    )
+    _add_report_options(report, whole_history=False)
+    report.set_defaults(run=_report)
+
+
+def _import_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     trace_import = commands.add_parser(
         "import",
         help="import traces (OTLP JSON, OpenInference, Langfuse, MLflow) or CSVs into the store",
+        description="Read trace exports or interchange CSVs into a store and summarise what "
+        "was imported, skipped and rejected.",
     )
     trace_import.add_argument(
         "--format",
@@ -132,11 +373,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=["otlp", "openinference", "langfuse", "mlflow", "csv"],
         help="what PATH holds; csv reads --plans and --steps in the interchange format",
     )
-    trace_import.add_argument(
-        "--db",
-        default=None,
-        help="SQLAlchemy URL (default: $METALEARN_DB_URL or sqlite:///data/metalearn.db)",
-    )
+    trace_import.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
     trace_import.add_argument("paths", nargs="*", metavar="PATH", help="trace files to read")
     trace_import.add_argument("--plans", default=None, help="plans.csv (with --format csv)")
     trace_import.add_argument("--steps", default=None, help="steps.csv (with --format csv)")
@@ -153,13 +390,45 @@ def _parser() -> argparse.ArgumentParser:
         "--goal-type", default=None, metavar="ATTRIBUTE", help="attribute holding the goal type"
     )
     trace_import.set_defaults(run=_import)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metalearn",
+        description="Learn from AI agents' execution history.",
+        epilog="start with `metalearn demo`; `metalearn COMMAND --help` explains each command",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _demo_parser(commands)
+    _report_parser(commands)
+    _import_parser(commands)
     return parser
+
+
+def _explain(err: Exception) -> str:
+    if isinstance(err, ArgumentError):
+        return (f"{err}; give a SQLAlchemy URL such as sqlite:///data/metalearn.db or "
+                "postgresql+psycopg://user:password@host/database")  # fmt: skip
+    if isinstance(err, ImportError):
+        return (
+            f"{err}; the database driver is missing (PostgreSQL: pip install 'metalearn[postgres]')"
+        )
+    if isinstance(err, SQLAlchemyError):
+        return f"cannot use the database: {str(err).splitlines()[0]}"
+    return str(err)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    status: int = args.run(args)
+    try:
+        status: int = args.run(args)
+    except (MetalearnError, OSError, SQLAlchemyError, ImportError) as err:
+        print(f"metalearn {args.command}: {_explain(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"metalearn {args.command}: interrupted", file=sys.stderr)
+        return 130
     return status
 
 

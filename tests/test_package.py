@@ -42,10 +42,12 @@ def test_errors_hierarchy() -> None:
 
 def test_demo_builds_and_summarises(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path / 'demo.db'}"
-    assert main(["demo", "--db", url, "--plans", "2000"]) == 0
+    out_dir = tmp_path / "reports"
+    assert main(["demo", "--db", url, "--plans", "2000", "--out", str(out_dir), "-q"]) == 0
     out = capsys.readouterr().out
     assert "built a demo history: 2,000 plans" in out
-    assert f"<HistoryStore {url} plans=2000>" in out
-    assert "validate_input → dry_run → apply_change   success" in out
-    assert main(["demo", "--db", url]) == 0
+    assert "2,000 plans (all agents, whole history)" in out
+    assert "validate_input → dry_run → apply_change" in out
+    assert (out_dir / "patterns.png").exists() and (out_dir / "patterns.csv").exists()
+    assert main(["demo", "--db", url, "--out", str(out_dir), "-q"]) == 0
     assert "using the existing history" in capsys.readouterr().out
