@@ -11,6 +11,7 @@ from metalearn._errors import (
     InvalidArgumentError,
     InvalidRecordError,
     MetalearnError,
+    MissingDependencyError,
     QueueClosedError,
     QueueFullError,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "InvalidRecordError",
     "MetaLearningService",
     "MetalearnError",
+    "MissingDependencyError",
     "PatternReport",
     "Plan",
     "PlanBatch",

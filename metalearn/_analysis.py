@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +16,9 @@ from metalearn import _queries as q
 from metalearn._queries import Window
 from metalearn._stats import wilson_interval
 from metalearn._warehouse import Snapshot
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["ExecutionAnalysis", "analyze"]
 
@@ -76,7 +82,7 @@ class ExecutionAnalysis:
             f"through_seq={self.through_seq}>"
         )
 
-    def plot(self, kind: str = "success_rates", **options: object) -> object:
+    def plot(self, kind: str = "success_rates", **options: Any) -> Axes:
         """Draw one of this analysis's plots and return its matplotlib ``Axes``.
 
         ``kind`` picks the function of :mod:`metalearn.plots`: ``"success_rates"``
@@ -89,14 +95,14 @@ class ExecutionAnalysis:
 
         return plots._plot(self, kind, options)
 
-    def to_csv(self, directory: object) -> list[object]:
+    def to_csv(self, directory: str | os.PathLike[str]) -> list[Path]:
         """Write this analysis's tables as CSV files into ``directory``; return the paths.
 
         The files and their columns are listed in :mod:`metalearn.export`.
         """
         from metalearn import export
 
-        return list(export._to_csv(self, directory))
+        return export.export_csv(self, directory)
 
     def _repr_html_(self) -> str:
         from metalearn import export

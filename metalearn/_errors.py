@@ -8,7 +8,8 @@ Hierarchy::
     ├── DuplicatePlanError                         a plan_id is already in the store
     ├── QueueFullError                             background analysis queue is at its bound
     ├── QueueClosedError (also a RuntimeError)     work submitted after close()
-    └── AnalysisInterrupted                        a running analysis was stopped on purpose
+    ├── AnalysisInterrupted                        a running analysis was stopped on purpose
+    └── MissingDependencyError (also ImportError)  an optional extra is not installed
 
 Every message names the record (plan id, step index or import row) and the field, and
 says what would have been accepted.
@@ -22,6 +23,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidRecordError",
     "MetalearnError",
+    "MissingDependencyError",
     "QueueClosedError",
     "QueueFullError",
 ]
@@ -86,3 +88,7 @@ class QueueClosedError(MetalearnError, RuntimeError):
 
 class AnalysisInterrupted(MetalearnError):
     """A running analysis was interrupted (the queue was closed without draining)."""
+
+
+class MissingDependencyError(MetalearnError, ImportError):
+    """An optional dependency is needed; the message names the ``pip install`` that fixes it."""

@@ -11,8 +11,11 @@ are computed at once (:mod:`metalearn._stats`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +29,9 @@ from metalearn._arrays import dense_codes, first_occurrences
 from metalearn._queries import Window
 from metalearn._stats import benjamini_hochberg, fisher_exact_two_sided
 from metalearn._warehouse import Snapshot
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["PATTERN_COLUMNS", "PatternReport", "count_patterns", "extract", "extract_groups"]
 
@@ -96,7 +102,7 @@ class PatternReport:
             f"baseline_rate={self.baseline_rate:.3f} through_seq={self.through_seq}>"
         )
 
-    def plot(self, **options: object) -> object:
+    def plot(self, **options: Any) -> Axes:
         """Draw the strongest significant patterns and return the matplotlib ``Axes``.
 
         Options are those of :func:`metalearn.plots.plot_patterns` (``top=``, ``fold=``,
@@ -106,14 +112,14 @@ class PatternReport:
 
         return plots._plot(self, "patterns", options)
 
-    def to_csv(self, directory: object) -> list[object]:
+    def to_csv(self, directory: str | os.PathLike[str]) -> list[Path]:
         """Write the report's tables as CSV files into ``directory``; return the paths.
 
         The files and their columns are listed in :mod:`metalearn.export`.
         """
         from metalearn import export
 
-        return list(export._to_csv(self, directory))
+        return export.export_csv(self, directory)
 
     def _repr_html_(self) -> str:
         from metalearn import export

@@ -671,12 +671,13 @@ class HistoryStore:
         for batch in self.iter_batches():
             plan_frame, step_frame = _interchange_frames(batch)
             for frame, path in zip((plan_frame, step_frame), paths, strict=True):
-                frame.to_csv(path, mode="a", header=header, index=False, lineterminator="\n")
+                # RFC 4180 line ends: a CR inside a text field then gets quoted too
+                frame.to_csv(path, mode="a", header=header, index=False, lineterminator="\r\n")
             header = False
         if header:  # empty store: still write the headers
             empty = _interchange_frames(self.plans_after(0, 1))
             for frame, path in zip(empty, paths, strict=True):
-                frame.to_csv(path, index=False, lineterminator="\n")
+                frame.to_csv(path, index=False, lineterminator="\r\n")
         return paths
 
 

@@ -228,6 +228,8 @@ def export_csv(result: Result, directory: str | os.PathLike[str]) -> list[Path]:
     >>> back.loc[0, ["agents", "submitted_at", "finished_at", "run_ms", "error"]].tolist()
     ["'=cmd, b", '2026-01-01T12:00:00.000000Z', '', '-1.0', "'-boom"]
     """
+    if not isinstance(directory, str | os.PathLike):
+        raise TypeError(f"directory must be a path (str or os.PathLike), not {directory!r}")
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     written = []
@@ -273,10 +275,3 @@ def to_html(result: ExecutionAnalysis | PatternReport, *, max_rows: int = 10) ->
         raise TypeError(f"to_html takes an ExecutionAnalysis or a PatternReport, not {result!r}")
     head = f"<p><code>{html.escape(repr(result))}</code></p>"
     return head + "".join(_html_table(title, frame, max_rows) for title, frame in sections)
-
-
-def _to_csv(result: Result, directory: object) -> list[Path]:
-    """What the results' ``to_csv`` methods run (their directory is not typed there)."""
-    if not isinstance(directory, str | os.PathLike):
-        raise TypeError(f"directory must be a path (str or os.PathLike), not {directory!r}")
-    return export_csv(result, os.fspath(directory))

@@ -13,6 +13,8 @@ import threading
 import warnings
 from typing import Any
 
+from metalearn._errors import MissingDependencyError
+
 __all__ = ["allow_nested_loops"]
 
 _applied = False
@@ -58,8 +60,6 @@ def _import_nest_asyncio2() -> Any:
     try:
         import nest_asyncio2  # type: ignore[import-untyped]
     except ImportError as err:
-        from metalearn.importers import MissingDependencyError
-
         raise MissingDependencyError(
             "allow_nested_loops() needs nest-asyncio2: pip install 'metalearn[notebook]'"
         ) from err

@@ -373,7 +373,7 @@ def test_tau_bench_csv_round_trip(store: HistoryStore, tmp_path: Path) -> None:
 
 
 def test_export_round_trips_awkward_text(sqlite_store: HistoryStore, tmp_path: Path) -> None:
-    awkward = 'line one\nline "two", with comma; NA null =1+1'
+    awkward = 'line one\nline "two", with comma; NA null =1+1\rcarriage'
     sqlite_store.record_plan(
         Plan(
             "p",

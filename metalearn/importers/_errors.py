@@ -6,6 +6,7 @@ Hierarchy::
     ├── TraceImportError (also a ValueError)     an import cannot go on as asked
     │   └── TraceFormatError                     a file, document or row is not in the format
     └── MissingDependencyError (also an ImportError)   an optional extra is not installed
+                                                       (defined in metalearn; re-exported)
 
 Messages name the source (file and line, or row), the span or trace and the field, and say
 what the reader expected. Messy but readable data (unordered or duplicate spans, missing end
@@ -14,7 +15,7 @@ times, clock skew) never raises: it is handled and accounted for in the import r
 
 from __future__ import annotations
 
-from metalearn._errors import MetalearnError
+from metalearn._errors import MetalearnError, MissingDependencyError
 
 __all__ = ["MissingDependencyError", "TraceFormatError", "TraceImportError"]
 
@@ -34,7 +35,3 @@ class TraceFormatError(TraceImportError):
         super().__init__(message)
         self.source = source
         self.field = field
-
-
-class MissingDependencyError(MetalearnError, ImportError):
-    """An optional dependency is needed for this input; the message names what to install."""
