@@ -10,6 +10,7 @@ import base64
 import gzip
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -247,8 +248,11 @@ def test_unreadable_source_type_is_a_typed_error() -> None:
         read_otlp(42)  # type: ignore[arg-type]
 
 
-@pytest.mark.skipif(HAS_PROTO, reason="opentelemetry-proto is installed")
-def test_binary_otlp_without_the_extra_says_what_to_install(tmp_path: Path) -> None:
+def test_binary_otlp_without_the_extra_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a None entry in sys.modules makes the import fail as if the extra were missing
+    monkeypatch.setitem(sys.modules, "opentelemetry.proto.trace.v1.trace_pb2", None)
     path = tmp_path / "traces.pb"
     path.write_bytes(b"\x0a\x00")
     with pytest.raises(MissingDependencyError, match=r"pip install 'metalearn\[otlp\]'"):
