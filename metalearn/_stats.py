@@ -59,23 +59,102 @@ def fisher_exact_two_sided(
     >>> bool(np.allclose(ours, theirs, rtol=1e-9))
     True
     """
-    x, n, k, m = np.broadcast_arrays(
+    arrays = np.broadcast_arrays(
         *(np.asarray(v, dtype="int64") for v in (a, row_total, column_total, total))
     )
+    shape = arrays[0].shape
+    x, n, k, m = (np.ravel(v) for v in arrays)
     dist = stats.hypergeom(m, n, k)  # population m, n marked, k drawn
-    log_observed = dist.logpmf(x)
     mode = ((k + 1) * (n + 1)) // (m + 2)
-    threshold = log_observed + np.log1p(_RELATIVE_TIE)
+    threshold = dist.logpmf(x) + np.log1p(_RELATIVE_TIE)
     low_end, high_end = np.maximum(0, n + k - m), np.minimum(n, k)
     below = x < mode
-    own_tail = np.where(below, dist.cdf(x), dist.sf(x - 1))
     start = _opposite_tail_start(dist, mode, low_end, high_end, threshold, below)
-    opposite = np.where(below, dist.sf(start - 1), dist.cdf(start))
-    p = np.where(below & (start > high_end), own_tail, own_tail + opposite)
-    p = np.where(~below & (start < low_end), own_tail, p)
     at_mode = dist.logpmf(mode) <= threshold  # the observed table is as likely as the mode
     degenerate = (n == 0) | (n == m) | (k == 0) | (k == m)
-    return np.where(at_mode | degenerate, 1.0, np.minimum(p, 1.0))
+    p = np.ones(len(x))
+    # Tails are computed only where needed: each hypergeometric cdf/sf call sums terms,
+    # and asking for the far side of every table as well doubled the work or worse.
+    todo = ~(at_mode | degenerate)
+    lower, upper = todo & below, todo & ~below
+    p[lower] = _tail(x, m, n, k, lower, upper_tail=False)
+    p[upper] = _tail(x - 1, m, n, k, upper, upper_tail=True)
+    far = lower & (start <= high_end)  # below the mode: add the upper tail from start
+    p[far] += _tail(start - 1, m, n, k, far, upper_tail=True)
+    far = upper & (start >= low_end)  # above the mode: add the lower tail up to start
+    p[far] += _tail(start, m, n, k, far, upper_tail=False)
+    result: NDArray[np.float64] = np.minimum(p, 1.0).reshape(shape)
+    return result
+
+
+def _tail(
+    at: NDArray[np.int64],
+    m: NDArray[np.int64],
+    n: NDArray[np.int64],
+    k: NDArray[np.int64],
+    where: NDArray[np.bool_],
+    *,
+    upper_tail: bool,
+) -> NDArray[np.float64]:
+    """P(X > at) (upper) or P(X <= at) of the selected tables; both tails lie on the far
+    side of the mode, where the pmf shrinks outwards, so they are summed term by term.
+    """
+    if not where.any():
+        return np.empty(0)
+    first = at[where] + 1 if upper_tail else at[where]
+    return _sum_outwards(first, m[where], n[where], k[where], upward=upper_tail)
+
+
+def _sum_outwards(
+    first: NDArray[np.int64],
+    m: NDArray[np.int64],
+    n: NDArray[np.int64],
+    k: NDArray[np.int64],
+    *,
+    upward: bool,
+) -> NDArray[np.float64]:
+    """Sum the hypergeometric pmf from ``first`` outwards to the end of the support.
+
+    One vectorised step per term for all tables still summing: each next term is the last
+    one times the pmf ratio, and a table stops once the rest cannot change its sum (the
+    ratios only shrink outwards, so the rest is below term x r / (1 - r)). Scipy's
+    hypergeometric cdf/sf instead evaluate every table separately and took ~0.3 ms each.
+    """
+    j, mf, nf, kf = (v.astype(np.float64) for v in (first, m, n, k))
+    end = np.minimum(nf, kf) if upward else np.maximum(0.0, nf + kf - mf)
+    term = _hypergeom_pmf(first, m, n, k)
+    total = term.copy()
+    active = np.flatnonzero((term > 0) & (j != end))
+    while active.size:
+        ja, na, ka, ma = j[active], nf[active], kf[active], mf[active]
+        if upward:
+            ratio = (na - ja) * (ka - ja) / ((ja + 1) * (ma - na - ka + ja + 1))
+        else:
+            ratio = ja * (ma - na - ka + ja) / ((na - ja + 1) * (ka - ja + 1))
+        term[active] *= ratio
+        total[active] += term[active]
+        j[active] = ja + 1 if upward else ja - 1
+        rest = term[active] * ratio / np.maximum(1 - ratio, 1e-300)
+        finished = (rest <= total[active] * 1e-17) | (j[active] == end[active])
+        active = active[~finished]
+    return total
+
+
+def _hypergeom_pmf(
+    x: NDArray[np.int64], m: NDArray[np.int64], n: NDArray[np.int64], k: NDArray[np.int64]
+) -> NDArray[np.float64]:
+    """The hypergeometric pmf through three binomial pmfs (Loader's method, as R's dhyper).
+
+    Accurate to a few ulps for millions of plans, where exp(logpmf) loses ~1e-8 to
+    cancellation and scipy's own hypergeometric pmf costs ~0.3 ms per table.
+    """
+    p = k / m
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pmf = (
+            stats.binom.pmf(x, n, p) * stats.binom.pmf(k - x, m - n, p) / stats.binom.pmf(k, m, p)
+        )
+    result: NDArray[np.float64] = np.nan_to_num(np.asarray(pmf, dtype=np.float64), nan=0.0)
+    return result
 
 
 def _opposite_tail_start(

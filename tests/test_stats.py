@@ -21,6 +21,29 @@ def random_tables(count: int, seed: int, max_total: int) -> np.ndarray:
     return np.array(tables)
 
 
+def realistic_tables(count: int, seed: int) -> np.ndarray:
+    """Pattern-like tables of up to two million plans, a few sd from independence."""
+    rng = np.random.default_rng(seed)
+    tables = []
+    for _ in range(count):
+        total = int(rng.integers(1_000, 2_000_000))
+        with_pattern, successes = (int(v) for v in rng.integers(1, total, size=2))
+        mean = with_pattern * successes / total
+        var = with_pattern * successes * (total - with_pattern) * (total - successes)
+        sd = max(1.0, (var / (total * total * (total - 1))) ** 0.5)
+        low, high = max(0, with_pattern + successes - total), min(with_pattern, successes)
+        a = round(mean + rng.normal() * sd * rng.choice([0.5, 2, 6]))
+        tables.append((int(np.clip(a, low, high)), with_pattern, successes, total))
+    return np.array(tables)
+
+
+def test_fisher_matches_scipy_on_million_plan_tables() -> None:
+    tables = realistic_tables(300, seed=5)
+    ours = fisher_exact_two_sided(*tables.T)
+    theirs = np.array([scipy_p(*row) for row in tables])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-300)
+
+
 def scipy_p(a: int, n: int, k: int, m: int) -> float:
     return float(fisher_exact([[a, n - a], [k - a, m - n - k + a]]).pvalue)
 
