@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine
 
-from metalearn import HistoryStore, Plan
+from metalearn import HistoryStore, MetaLearningService, Plan
 from metalearn._schema import metadata
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -106,6 +106,20 @@ def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Histor
     with HistoryStore(f"sqlite:///{path}") as store:
         store.import_frames(*make_history(20_000, seed=1, end=END))
         yield store
+
+
+@pytest.fixture(scope="session")
+def tau(tau_store: HistoryStore) -> Iterator[MetaLearningService]:
+    """A service over the τ-bench store (shared by the analysis and pattern tests)."""
+    with MetaLearningService(tau_store, max_workers=2) as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def synthetic(synthetic_store: HistoryStore) -> Iterator[MetaLearningService]:
+    """A service over the 20,000-plan synthetic store."""
+    with MetaLearningService(synthetic_store, max_workers=2) as service:
+        yield service
 
 
 @pytest.fixture(params=["sync", "async"])

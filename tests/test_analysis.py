@@ -27,18 +27,6 @@ RATES = ["plans", "successes", "success_rate", "ci_low", "ci_high"]
 
 
 @pytest.fixture(scope="module")
-def tau(tau_store: HistoryStore) -> Iterator[MetaLearningService]:
-    with MetaLearningService(tau_store, max_workers=2) as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
-def synthetic(synthetic_store: HistoryStore) -> Iterator[MetaLearningService]:
-    with MetaLearningService(synthetic_store, max_workers=2) as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
 def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     """The same synthetic history as the store holds, regenerated for pandas to check."""
     return make_history(20_000, seed=1, end=END)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy.stats import false_discovery_control, fisher_exact
 
-from metalearn import HistoryStore, InvalidArgumentError, MetaLearningService, PatternReport
+from metalearn import InvalidArgumentError, MetaLearningService, PatternReport
 from metalearn._patterns import count_patterns
 from metalearn.synthetic import PLANTED_PATTERNS, is_planted_related
 from tests.conftest import TAU_BENCH
@@ -20,18 +20,6 @@ COLUMNS = [
     "pattern", "pattern_text", "length", "plans", "successes", "success_rate", "ci_low",
     "ci_high", "lift", "p_value", "q_value", "significant", "direction",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tau(tau_store: HistoryStore) -> Iterator[MetaLearningService]:
-    with MetaLearningService(tau_store, max_workers=2) as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
-def synthetic(synthetic_store: HistoryStore) -> Iterator[MetaLearningService]:
-    with MetaLearningService(synthetic_store, max_workers=2) as service:
-        yield service
 
 
 def plain_ngrams(max_length: int) -> dict[tuple[str, ...], tuple[int, int]]:
