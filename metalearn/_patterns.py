@@ -159,16 +159,18 @@ def count_patterns(
     min_length: int,
     max_length: int,
     min_support: int,
+    first_call: NDArray[np.bool_] | None = None,
 ) -> list[_Counts]:
     """Frequent contiguous n-grams of tool ids, lengths ``min_length..max_length``.
 
     One entry per step, grouped by plan in step order: ``plan`` (index into
     ``succeeded``), ``tool`` (id) and ``offset`` (position within the plan).
+    ``first_call`` (each tool's first call in its plan), when known, saves a pass.
     """
     ids, valid = tool.astype(np.int64), np.ones(len(tool), dtype=bool)
     decode: Ints = np.arange(n_tools, dtype=np.int64)[:, None]
     found = []
-    first = first_occurrences(ids, offset)
+    first = first_occurrences(ids, offset) if first_call is None else first_call
     for length in range(1, max_length + 1):
         if length > 1:
             ids, valid, decode = _extend(plan, tool, ids, valid, decode, length, n_tools)
@@ -254,6 +256,7 @@ class _Steps:
     plan: Ints  # plan index of each step (0..plans-1 among plans with steps)
     tool: Ints
     offset: Ints  # position within the plan (step_index)
+    first_call: NDArray[np.bool_]  # the tool's first call in its plan (from the warehouse)
     succeeded: NDArray[np.bool_]  # per plan
     plan_group: Ints  # per plan: index into groups (or all 0 when ungrouped)
     groups: list[str | None]
@@ -280,6 +283,7 @@ class _Steps:
             plan=np.cumsum(change) - 1,
             tool=steps.column("tool_id").to_numpy().astype(np.int64),
             offset=offset,
+            first_call=steps.column("first_in_plan").to_numpy(zero_copy_only=False).astype(bool),
             succeeded=succeeded[starts],
             plan_group=plan_group,
             groups=groups,
@@ -310,7 +314,7 @@ def _report(
     counts = count_patterns(
         steps.plan[in_group], steps.tool[in_group], steps.offset[in_group], steps.succeeded,
         len(names), min_length=options.min_length, max_length=options.max_length,
-        min_support=options.min_support,
+        min_support=options.min_support, first_call=steps.first_call[in_group],
     )  # fmt: skip
     return _pattern_rows(counts, names, n_plans, n_successes, options.fdr)
 

@@ -197,6 +197,9 @@ PATTERN_PLANS = (
 
 # No ORDER BY: steps are stored in (seq, step_index) order and a filtered scan keeps it
 # (DuckDB preserves insertion order); the caller checks and sorts only if it must.
-PATTERN_STEPS = _WINDOW + "SELECT group_key, seq, step_index, tool_id, succeeded FROM window_steps"
+PATTERN_STEPS = (
+    _WINDOW
+    + "SELECT group_key, seq, step_index, tool_id, succeeded, first_in_plan FROM window_steps"
+)
 
 TOOLS = "SELECT tool_id, tool FROM tools ORDER BY tool_id"
