@@ -150,9 +150,7 @@ def _hypergeom_pmf(
     """
     p = k / m
     with np.errstate(invalid="ignore", divide="ignore"):
-        pmf = (
-            stats.binom.pmf(x, n, p) * stats.binom.pmf(k - x, m - n, p) / stats.binom.pmf(k, m, p)
-        )
+        pmf = stats.binom.pmf(x, n, p) * stats.binom.pmf(k - x, m - n, p) / stats.binom.pmf(k, m, p)
     result: NDArray[np.float64] = np.nan_to_num(np.asarray(pmf, dtype=np.float64), nan=0.0)
     return result
 
