@@ -6,13 +6,17 @@ tested in a handful of vectorised scipy calls, never a Python loop per pattern.
 
 from __future__ import annotations
 
+from statistics import NormalDist
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 
 __all__ = ["benjamini_hochberg", "fisher_exact_two_sided", "wilson_interval"]
 
-_Z95 = float(stats.norm.ppf(0.975))
+# scipy.stats is imported where it is used: it is half of `import metalearn` (~0.7 s),
+# which every CLI call and notebook start would pay.
+_Z95 = NormalDist().inv_cdf(0.975)
 # scipy.stats.fisher_exact counts tables whose probability is within this relative
 # tolerance of the observed one as "as extreme" (floating-point ties).
 _RELATIVE_TIE = 1e-7
@@ -64,6 +68,8 @@ def fisher_exact_two_sided(
     )
     shape = arrays[0].shape
     x, n, k, m = (np.ravel(v) for v in arrays)
+    from scipy import stats
+
     dist = stats.hypergeom(m, n, k)  # population m, n marked, k drawn
     mode = ((k + 1) * (n + 1)) // (m + 2)
     threshold = dist.logpmf(x) + np.log1p(_RELATIVE_TIE)
@@ -148,6 +154,8 @@ def _hypergeom_pmf(
     Accurate to a few ulps for millions of plans, where exp(logpmf) loses ~1e-8 to
     cancellation and scipy's own hypergeometric pmf costs ~0.3 ms per table.
     """
+    from scipy import stats
+
     p = k / m
     with np.errstate(invalid="ignore", divide="ignore"):
         pmf = stats.binom.pmf(x, n, p) * stats.binom.pmf(k - x, m - n, p) / stats.binom.pmf(k, m, p)
@@ -156,7 +164,7 @@ def _hypergeom_pmf(
 
 
 def _opposite_tail_start(
-    dist: stats.rv_discrete,
+    dist: Any,  # a frozen scipy.stats.hypergeom
     mode: NDArray[np.int64],
     low_end: NDArray[np.int64],
     high_end: NDArray[np.int64],
@@ -191,5 +199,7 @@ def benjamini_hochberg(p_values: ArrayLike) -> NDArray[np.float64]:
     p = np.asarray(p_values, dtype="float64")
     if p.size == 0:
         return p
+    from scipy import stats
+
     q: NDArray[np.float64] = stats.false_discovery_control(p, method="bh")
     return q
