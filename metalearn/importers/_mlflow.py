@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,16 +32,15 @@ from metalearn.importers._core import (
     assemble,
     pick_scores,
 )
-from metalearn.importers._errors import TraceFormatError, TraceImportError
+from metalearn.importers._errors import TraceFormatError
 from metalearn.importers._parse import (
     PathLike,
-    is_path,
     json_object,
     present,
-    read_table,
     records,
     span_id,
     status_of,
+    table_from,
     text,
     to_ns,
 )
@@ -144,19 +142,10 @@ def _info(row: Row, where: str) -> TraceInfo:
     )
 
 
-def _frame(source: Any) -> pd.DataFrame:
-    if isinstance(source, pd.DataFrame):
-        return source
-    if is_path(source):
-        return read_table(Path(source))
-    if isinstance(source, list | tuple) and all(
-        is_path(p) or isinstance(p, pd.DataFrame) for p in source
-    ):
-        return pd.concat([_frame(item) for item in source], ignore_index=True)
-    raise TraceImportError(
-        "read_mlflow() takes the DataFrame mlflow.search_traces() returns, or the path of "
-        f"one saved as Parquet or JSON, not {type(source).__name__}"
-    )
+_ACCEPTS = (
+    "read_mlflow() takes the DataFrame mlflow.search_traces() returns, or the path of "
+    "one saved as Parquet or JSON"
+)
 
 
 def read_mlflow(
@@ -197,7 +186,7 @@ def read_mlflow(
     """
     spans: list[Span] = []
     infos: dict[str, TraceInfo] = {}
-    for position, row in enumerate(records(_frame(frame))):
+    for position, row in enumerate(records(table_from(frame, _ACCEPTS))):
         where = f"row {position}"
         trace_id = text(row.get("trace_id", row.get("request_id")))
         if trace_id is None:

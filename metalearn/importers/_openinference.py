@@ -13,7 +13,6 @@ both are read. Annotations (``get_span_annotations_dataframe()`` or evaluation f
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,16 +29,15 @@ from metalearn.importers._core import (
     assemble,
     pick_scores,
 )
-from metalearn.importers._errors import TraceFormatError, TraceImportError
+from metalearn.importers._errors import TraceFormatError
 from metalearn.importers._parse import (
     PathLike,
     flatten,
-    is_path,
     present,
-    read_table,
     records,
     span_id,
     status_of,
+    table_from,
     text,
     to_ns,
 )
@@ -109,28 +107,18 @@ def _row_span(row: Row, where: str) -> Span:
     )
 
 
-def _frame(source: Any) -> pd.DataFrame:
-    if isinstance(source, pd.DataFrame):
-        return source
-    if is_path(source):
-        return read_table(Path(source))
-    if isinstance(source, list | tuple) and all(
-        is_path(p) or isinstance(p, pd.DataFrame) for p in source
-    ):
-        return pd.concat([_frame(item) for item in source], ignore_index=True)
-    raise TraceImportError(
-        f"read_openinference() takes a spans DataFrame or the path of a Parquet or JSON "
-        f"Lines export, not {type(source).__name__}"
-    )
+_ACCEPTS = (
+    "read_openinference() takes a spans DataFrame or the path of a Parquet or JSON Lines export"
+)
 
 
 def _annotation_rows(annotations: Any) -> Iterator[tuple[str | None, Row]]:
     """``(name, row)`` per annotation; a mapping gives ``{name: frame}``."""
     if isinstance(annotations, Mapping):
         for name, frame in annotations.items():
-            yield from ((str(name), row) for row in records(_frame(frame)))
+            yield from ((str(name), row) for row in records(table_from(frame, _ACCEPTS)))
     else:
-        yield from ((None, row) for row in records(_frame(annotations)))
+        yield from ((None, row) for row in records(table_from(annotations, _ACCEPTS)))
 
 
 def _annotation_value(row: Row) -> Any:
@@ -188,7 +176,9 @@ def read_openinference(
     >>> result.steps[["tool", "duration_ms"]].to_dict("records")
     [{'tool': 'lookup_order', 'duration_ms': 500.0}]
     """
-    spans = [_row_span(row, f"row {n}") for n, row in enumerate(records(_frame(source)))]
+    spans = [
+        _row_span(row, f"row {n}") for n, row in enumerate(records(table_from(source, _ACCEPTS)))
+    ]
     scores = _scores(annotations, spans) if annotations is not None else {}
     infos = {trace_id: TraceInfo(scores=found) for trace_id, found in scores.items()}
     options = Options(per_agent, flatten, goal_type, outcome, score)

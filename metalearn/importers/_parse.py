@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metalearn.importers._errors import TraceFormatError
+from metalearn.importers._errors import TraceFormatError, TraceImportError
 
 __all__ = [
     "PathLike",
@@ -31,6 +31,7 @@ __all__ = [
     "records",
     "span_id",
     "status_of",
+    "table_from",
     "text",
     "to_ns",
 ]
@@ -145,6 +146,22 @@ def read_table(path: Path) -> pd.DataFrame:
                 source=where,
             )
     return pd.DataFrame.from_records(rows)
+
+
+def table_from(source: Any, accepts: str) -> pd.DataFrame:
+    """A DataFrame, a table file (see :func:`read_table`) or a list of those, as one frame.
+
+    ``accepts`` starts the error message for anything else, e.g. "read_mlflow() takes ...".
+    """
+    if isinstance(source, pd.DataFrame):
+        return source
+    if is_path(source):
+        return read_table(Path(source))
+    if isinstance(source, list | tuple) and all(
+        is_path(p) or isinstance(p, pd.DataFrame) for p in source
+    ):
+        return pd.concat([table_from(item, accepts) for item in source], ignore_index=True)
+    raise TraceImportError(f"{accepts}, not {type(source).__name__}")
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
