@@ -401,7 +401,7 @@ def problem_error(problem: Problem, row_label: RowLabel = default_row_label) -> 
     )
 
 
-def format_timestamps(micros: pd.Series) -> pd.Series:
+def format_timestamps(stamps: pd.Series) -> pd.Series:
     """ISO-8601 UTC text with microseconds and a ``Z``, e.g. ``2024-11-22T00:00:00.000000Z``."""
-    stamps = pd.to_datetime(micros.astype("int64"), unit="us", utc=True)
-    return stamps.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    text: pd.Series = stamps.dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return text

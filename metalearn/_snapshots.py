@@ -8,7 +8,6 @@ them, so a planner in another process can read the latest patterns back.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -16,22 +15,14 @@ import pandas as pd
 
 from metalearn._analysis import ExecutionAnalysis
 from metalearn._patterns import PATTERN_COLUMNS, PatternReport
+from metalearn._types import epoch_micros, from_epoch_micros
 
 __all__ = ["analysis_from_snapshot", "report_from_snapshot", "snapshot_rows"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TABLES = ("overall", "by_agent", "by_goal_type", "by_tool", "by_day", "failure_reasons")
 _INTEGERS = {"plans", "successes", "calls", "errors", "count"}
 _TEXTS = {"agent_id", "goal_type", "tool", "error"}
 _ROW_COLUMNS = [c for c in PATTERN_COLUMNS if c not in ("pattern_text",)]
-
-
-def _micros(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def _moment(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=int(micros))
 
 
 def _frame_to_json(frame: pd.DataFrame) -> dict[str, Any]:
@@ -63,10 +54,10 @@ def snapshot_rows(
     header = {
         "agent_id": analysis.agent_id,
         "through_seq": analysis.through_seq,
-        "computed_at_us": _micros(analysis.computed_at),
+        "computed_at_us": epoch_micros(analysis.computed_at),
         "duration_ms": float(duration_ms),
         "time_range_days": analysis.time_range_days,
-        "as_of_us": _micros(analysis.as_of),
+        "as_of_us": epoch_micros(analysis.as_of),
         "plans": report.n_plans,
         "successes": report.n_successes,
         "patterns_tested": len(report.patterns),
@@ -91,9 +82,9 @@ def analysis_from_snapshot(header: dict[str, Any]) -> ExecutionAnalysis:
         **{name: _frame_from_json(tables[name]) for name in _TABLES},
         agent_id=header["agent_id"],
         time_range_days=header["time_range_days"],
-        as_of=_moment(header["as_of_us"]),
+        as_of=from_epoch_micros(header["as_of_us"]),
         through_seq=int(header["through_seq"]),
-        computed_at=_moment(header["computed_at_us"]),
+        computed_at=from_epoch_micros(header["computed_at_us"]),
     )
 
 
@@ -118,11 +109,11 @@ def report_from_snapshot(header: dict[str, Any], rows: pd.DataFrame) -> PatternR
         n_successes=n_successes,
         agent_id=header["agent_id"],
         time_range_days=header["time_range_days"],
-        as_of=_moment(header["as_of_us"]),
+        as_of=from_epoch_micros(header["as_of_us"]),
         min_length=int(header["min_length"]),
         max_length=int(header["max_length"]),
         min_support=int(header["min_support"]),
         fdr=float(header["fdr"]),
         through_seq=int(header["through_seq"]),
-        computed_at=_moment(header["computed_at_us"]),
+        computed_at=from_epoch_micros(header["computed_at_us"]),
     )

@@ -8,7 +8,6 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -52,7 +51,7 @@ from metalearn._schema import (
     snapshots,
     steps,
 )
-from metalearn._types import Plan
+from metalearn._types import Plan, epoch_micros
 
 __all__ = ["DEFAULT_URL", "HistoryStore", "ImportReport", "PlanBatch"]
 
@@ -696,9 +695,6 @@ _PLAN_WRITE_COLUMNS = (
 _STEP_WRITE_COLUMNS = ("plan_seq", "step_index", "tool", "status", "duration_ms", "error")
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 class _NothingWritten(Exception):
     """Rolls back a write transaction that turned out to have nothing to write."""
 
@@ -707,13 +703,9 @@ def _plan_row(seq: int, plan: Plan) -> tuple[Any, ...]:
     """A plan in the column order of ``_PLAN_WRITE_COLUMNS``."""
     return (
         seq, plan.plan_id, plan.agent_id, plan.goal_type, plan.status.value,
-        _micros(plan.started_at), _micros(plan.finished_at), plan.reward, plan.error,
+        epoch_micros(plan.started_at), epoch_micros(plan.finished_at), plan.reward, plan.error,
         plan.priority,
     )  # fmt: skip
-
-
-def _micros(stamp: datetime) -> int:
-    return (stamp - _EPOCH) // timedelta(microseconds=1)
 
 
 class _AdbcReader:
@@ -827,19 +819,9 @@ def _read_table(conn: Connection, query: Select[Any], schema: pa.Schema) -> pa.T
 def _interchange_frames(batch: PlanBatch) -> tuple[pd.DataFrame, pd.DataFrame]:
     plan_frame, step_frame = batch.to_pandas()
     for name in ("started_at", "finished_at"):
-        plan_frame[name] = format_timestamps(_as_micros(plan_frame[name]))
+        plan_frame[name] = format_timestamps(plan_frame[name])
     plan_frame = plan_frame.drop(columns="seq")
     return plan_frame, step_frame[list(STEP_COLUMNS)]
-
-
-def _as_micros(stamps: pd.Series) -> pd.Series:
-    return pd.Series(
-        stamps.dt.tz_convert("UTC")
-        .dt.tz_localize(None)
-        .to_numpy(dtype="datetime64[us]")
-        .view("int64"),
-        index=stamps.index,
-    )
 
 
 def _duplicate_problems(plan_ids: pd.Series, duplicates: set[str]) -> list[Problem]:

@@ -9,16 +9,37 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, NoReturn, TypeVar
 
 from metalearn._errors import InvalidRecordError
 
-__all__ = ["MAX_NAME_LENGTH", "Plan", "PlanStatus", "Step", "StepStatus"]
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "Plan",
+    "PlanStatus",
+    "Step",
+    "StepStatus",
+    "epoch_micros",
+    "from_epoch_micros",
+]
 
 MAX_NAME_LENGTH = 200
 """Longest plan id, agent id, goal type or tool name accepted (characters)."""
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_micros(moment: datetime) -> int:
+    """Microseconds since the Unix epoch of a timezone-aware datetime (the stored form)."""
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_epoch_micros(micros: int) -> datetime:
+    """The UTC datetime of a number of microseconds since the Unix epoch."""
+    return _EPOCH + timedelta(microseconds=int(micros))
 
 
 class PlanStatus(StrEnum):

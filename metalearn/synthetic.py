@@ -17,11 +17,13 @@ no tool with a planted pattern (:func:`is_planted_related`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Literal
 
 import numpy as np
 import pandas as pd
+
+from metalearn._types import epoch_micros
 
 __all__ = [
     "BACKGROUND_TOOLS",
@@ -342,7 +344,7 @@ def _plan_frame(
     goal_names[rng.random(n) < 0.02] = None
     busy_ms = steps.groupby("plan")["duration_ms"].sum().to_numpy()
     overhead_ms = rng.uniform(200, 3000, size=n) * step_counts
-    end_us = (end - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    end_us = epoch_micros(end)
     # Plans are drawn independently, so sorted finish times keep them in record order.
     finished = np.sort(end_us - (rng.random(n) * days * 86_400e6).astype("int64"))
     finished -= finished % 1000  # whole milliseconds
