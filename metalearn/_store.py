@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gc
+import itertools
+import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
+from metalearn import _sqlite_bulk
 from metalearn._errors import DuplicatePlanError
 from metalearn._interchange import (
     STEP_COLUMNS,
@@ -58,6 +61,7 @@ __all__ = ["DEFAULT_URL", "HistoryStore", "ImportReport", "PlanBatch"]
 DEFAULT_URL = "sqlite:///data/metalearn.db"
 """The embedded default: a SQLite file under the current directory."""
 URL_VARIABLE = "METALEARN_DB_URL"
+logger = logging.getLogger("metalearn.store")
 _CHUNK_ROWS = 50_000
 _READ_CHUNK_ROWS = 5_000
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -108,6 +112,42 @@ _STEP_SELECT = [
     steps.c.duration_ms,
     steps.c.error,
 ]
+
+
+_STEPS_SCHEMA_NO_ID = STEPS_SCHEMA.remove(STEPS_SCHEMA.get_field_index("plan_id"))
+
+# Below this many plans a helper process costs more to start than it saves.
+BULK_MIN_PLANS = 50_000
+
+
+def _plans_query(after_seq: int, upto_seq: int) -> Select[Any]:
+    return (
+        select(*_PLAN_SELECT)
+        .where(plans.c.seq > after_seq, plans.c.seq <= upto_seq)
+        .order_by(plans.c.seq)
+    )
+
+
+def _steps_query(after_seq: int, upto_seq: int, with_plan_ids: bool) -> Select[Any]:
+    columns = _STEP_SELECT if with_plan_ids else [c for c in _STEP_SELECT if c.name != "plan_id"]
+    query = select(*columns).where(steps.c.plan_seq > after_seq, steps.c.plan_seq <= upto_seq)
+    if with_plan_ids:
+        query = query.join(plans, plans.c.seq == steps.c.plan_seq)
+    return query.order_by(steps.c.plan_seq, steps.c.step_index)
+
+
+def _literal_sql(engine: Engine, query: Select[Any]) -> str:
+    """The query's SQL with its parameters inlined, for drivers outside SQLAlchemy.
+
+    Only integer seq bounds are ever bound into these queries, so literals are safe.
+    """
+    return str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A driver's Arrow table with the store's column types (integer micros -> timestamps,
+    all-NULL columns typed by the driver -> the real type)."""
+    return pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in schema], schema=schema)
 
 
 @dataclass(frozen=True)
@@ -529,27 +569,67 @@ class HistoryStore:
         """Plans with ``after_seq < seq <= upto_seq`` and their steps; ``last_seq`` is
         ``upto_seq``. Only meaningful up to :meth:`last_seq` (later seqs may still commit).
         """
-        query = (
-            select(*_PLAN_SELECT)
-            .where(plans.c.seq > after_seq, plans.c.seq <= upto_seq)
-            .order_by(plans.c.seq)
-        )
-        plan_table = self._read(query, PLANS_SCHEMA)
+        plan_table = self._read(_plans_query(after_seq, upto_seq), PLANS_SCHEMA)
         return self._with_steps(plan_table, after_seq, upto_seq, step_plan_ids)
+
+    def batches_between(
+        self, after_seq: int, upto_seq: int, chunk_size: int = 100_000
+    ) -> Generator[PlanBatch]:
+        """:meth:`plans_between` over ``(after_seq, upto_seq]`` in chunks of ``chunk_size``
+        plans, oldest first, steps without ``plan_id``: the bulk read of a warehouse build.
+
+        A SQLite file store with the ADBC SQLite driver installed (the ``fast`` extra)
+        reads ranges of at least ``BULK_MIN_PLANS`` in a helper process, Arrow-native and
+        with two reader threads, while the caller works on earlier chunks. Should the
+        helper fail, the remaining chunks are read in-process (a warning is logged).
+        """
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, not {chunk_size}")
+        bounds = list(itertools.pairwise([*range(after_seq, upto_seq, chunk_size), upto_seq]))
+        return self._batches(bounds)
+
+    def _batches(self, bounds: list[tuple[int, int]]) -> Generator[PlanBatch]:
+        done = 0
+        database = self._bulk_database(bounds[-1][1] - bounds[0][0]) if bounds else None
+        if database is not None:
+            queries = [
+                (self._sql(_plans_query(low, high)), self._sql(_steps_query(low, high, False)))
+                for low, high in bounds
+            ]
+            try:
+                for plan_table, step_table in _sqlite_bulk.read_chunks(database, queries):
+                    yield PlanBatch(
+                        _conform(plan_table, PLANS_SCHEMA),
+                        _conform(step_table, _STEPS_SCHEMA_NO_ID),
+                        bounds[done][1],
+                    )
+                    done += 1
+            except _sqlite_bulk.BulkReadError as error:
+                logger.warning("bulk read failed, reading in-process instead: %s", error)
+        for low, high in bounds[done:]:
+            yield self.plans_between(low, high, step_plan_ids=False)
+
+    def _bulk_database(self, plans_to_read: int) -> str | None:
+        """The SQLite file to bulk-read in a helper process, if that pays and is possible."""
+        url = self._engine.url
+        if (
+            plans_to_read < BULK_MIN_PLANS
+            or url.get_backend_name() != "sqlite"
+            or _is_memory_sqlite(url)
+            or not _sqlite_bulk.available()
+        ):
+            return None
+        self._ensure_schema()
+        return str(url.database)
+
+    def _sql(self, query: Select[Any]) -> str:
+        return _literal_sql(self._engine, query)
 
     def _with_steps(
         self, plan_table: pa.Table, after_seq: int, last_seq: int, step_plan_ids: bool
     ) -> PlanBatch:
-        columns, schema = _STEP_SELECT, STEPS_SCHEMA
-        if not step_plan_ids:
-            columns = [c for c in _STEP_SELECT if c.name != "plan_id"]
-            schema = STEPS_SCHEMA.remove(STEPS_SCHEMA.get_field_index("plan_id"))
-        step_query = select(*columns).where(
-            steps.c.plan_seq > after_seq, steps.c.plan_seq <= last_seq
-        )
-        if step_plan_ids:
-            step_query = step_query.join(plans, plans.c.seq == steps.c.plan_seq)
-        step_query = step_query.order_by(steps.c.plan_seq, steps.c.step_index)
+        schema = STEPS_SCHEMA if step_plan_ids else _STEPS_SCHEMA_NO_ID
+        step_query = _steps_query(after_seq, last_seq, step_plan_ids)
         return PlanBatch(plan_table, self._read(step_query, schema), last_seq)
 
     def _read(self, query: Select[Any], schema: pa.Schema) -> pa.Table:
@@ -747,14 +827,10 @@ class _AdbcReader:
         return connection
 
     def read(self, query: Select[Any], schema: pa.Schema) -> pa.Table:
-        # Only integer bounds are ever bound into these queries, so literals are safe.
-        sql = str(query.compile(self._engine, compile_kwargs={"literal_binds": True}))
+        sql = _literal_sql(self._engine, query)
         with self._connection().cursor() as cursor:
             cursor.execute(sql)
-            table = cursor.fetch_arrow_table()
-        return pa.Table.from_arrays(
-            [table.column(f.name).cast(f.type) for f in schema], schema=schema
-        )
+            return _conform(cursor.fetch_arrow_table(), schema)
 
     def close(self) -> None:
         with self._lock:

@@ -13,10 +13,9 @@ consistent snapshot of the mirror.
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from numpy.typing import NDArray
 
 from metalearn._arrays import first_occurrences
 from metalearn._errors import AnalysisInterrupted
-from metalearn._queries import normalised_error
+from metalearn._queries import normalised_errors
 from metalearn._store import HistoryStore, PlanBatch
 
 __all__ = ["Interrupt", "Snapshot", "Warehouse"]
@@ -74,7 +73,7 @@ INSERT INTO sync_state VALUES ('watermark', 0) ON CONFLICT DO NOTHING;
 
 _DROP = "DROP TABLE IF EXISTS steps; DROP TABLE IF EXISTS plans; DROP TABLE IF EXISTS tools;"
 
-_LOAD = f"""
+_LOAD = """
 INSERT INTO tools SELECT tool_id, tool FROM new_tools;
 
 INSERT INTO plans
@@ -84,8 +83,7 @@ FROM batch_plans;
 
 INSERT INTO steps
 SELECT seq, step_index, tool_id, status, duration_ms, error, agent_id, finished_at,
-       succeeded, first_in_plan,
-       CASE WHEN status = 'error' THEN {normalised_error("error")} END
+       succeeded, first_in_plan, error_norm
 FROM batch_steps;
 
 UPDATE sync_state SET value = $watermark WHERE key = 'watermark';
@@ -114,12 +112,24 @@ def _steps_for_load(batch: PlanBatch, tool_ids: NDArray[np.int32]) -> pa.Table:
             "status": steps.column("status"),
             "duration_ms": steps.column("duration_ms"),
             "error": steps.column("error"),
-            "agent_id": plans.column("agent_id").take(plan_index),
+            # Integer takes of a dictionary column, not copies of a string per step.
+            "agent_id": pc.dictionary_encode(plans.column("agent_id")).take(plan_index),
             "finished_at": _naive_utc(plans.column("finished_at")).take(plan_index),
             "succeeded": pc.equal(plans.column("status"), "succeeded").take(plan_index),
             "first_in_plan": pa.array(first_occurrences(tool_ids, offset)),
+            "error_norm": _error_norms(steps),
         }
     )
+
+
+def _error_norms(steps: pa.Table) -> pa.Array:
+    """The masked error text of each error step (NULL for the others)."""
+    is_error = pc.equal(steps.column("status"), "error").combine_chunks()
+    masked = normalised_errors(steps.column("error").combine_chunks().filter(is_error))
+    # Each error step's position among the error steps; NULL (not an error step) elsewhere.
+    flags = is_error.to_numpy(zero_copy_only=False)
+    result: pa.Array = masked.take(pa.array(np.cumsum(flags) - 1, mask=~flags))
+    return result
 
 
 def _scalar(cursor: duckdb.DuckDBPyConnection, sql: str) -> Any:
@@ -209,7 +219,7 @@ class Warehouse:
     """
 
     def __init__(
-        self, store: HistoryStore, *, path: str | Path | None = None, chunk_size: int = 250_000
+        self, store: HistoryStore, *, path: str | Path | None = None, chunk_size: int = 100_000
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, not {chunk_size}")
@@ -279,13 +289,13 @@ class Warehouse:
         with self._refresh_lock:
             self._check_open()
             target, added = self._store.last_seq(), 0
-            bounds = [*range(self.watermark, target, self._chunk_size), target]
-            for after_seq, upto_seq in itertools.pairwise(bounds):
-                if interrupt is not None:
-                    interrupt.check()
-                batch = self._store.plans_between(after_seq, upto_seq, step_plan_ids=False)
-                self._load(batch)
-                added += len(batch)
+            batches = self._store.batches_between(self.watermark, target, self._chunk_size)
+            with closing(batches):  # stops a bulk reader process early on an interrupt
+                for batch in batches:
+                    if interrupt is not None:
+                        interrupt.check()
+                    self._load(batch)
+                    added += len(batch)
             return added
 
     def _encode_tools(self, tools: pa.ChunkedArray) -> tuple[NDArray[np.int32], dict[str, int]]:

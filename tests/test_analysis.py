@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from scipy.stats import binomtest
 
@@ -19,6 +21,7 @@ from metalearn import (
     MetaLearningService,
     Plan,
 )
+from metalearn._queries import normalised_errors
 from metalearn.synthetic import make_history
 from tests.conftest import END, T0
 
@@ -187,7 +190,7 @@ def test_columns_are_exactly_as_documented(synthetic: MetaLearningService) -> No
 # -- failure reasons -------------------------------------------------------------------
 
 
-def failing_plan(plan_id: str, tool: str, error: str) -> Plan:
+def failing_plan(plan_id: str, tool: str, error: str | None) -> Plan:
     return Plan(plan_id, "agent", "failed", T0, T0 + timedelta(seconds=1),
                 steps=[{"tool": tool, "status": "error", "error": error}])  # fmt: skip
 
@@ -204,6 +207,9 @@ def error_service(sqlite_store: HistoryStore) -> Iterator[MetaLearningService]:
         ("api", "order 0d3e4f5a-1b2c-4d5e-8f90-a1b2c3d4e5f6 not found"),
         ("db", "user u-48213 has no row (request req_33080)"),
         ("db", "user u-7 has no row (request req_1)"),
+        ("queue", "  queue\tfull:\n\n  retry   later "),
+        ("queue", "queue full: retry later"),
+        ("queue", None),
     ]
     for i, (tool, text) in enumerate(errors):
         sqlite_store.record_plan(failing_plan(f"p{i}", tool, text))
@@ -230,7 +236,37 @@ def test_failure_reasons_group_normalised_errors(error_service: MetaLearningServ
         },
         {"tool": "api", "error": "order <id> not found", "count": 2, "plans": 2},
         {"tool": "db", "error": "user <id> has no row (request <id>)", "count": 2, "plans": 2},
+        {"tool": "queue", "error": "queue full: retry later", "count": 2, "plans": 2},
+        {"tool": "queue", "error": "(no message)", "count": 1, "plans": 1},
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a  b",
+        "a\tb",
+        " a \r\n b ",
+        "a\fb\n",
+        "\t\t",
+        "x  'q  1'  y",
+        "id-9   \n\t 4.5 done",
+        "plain",
+    ],
+)
+def test_normalised_errors_agree_with_python_regexes(text: str) -> None:
+    """Independent computation: Python's re, with the masks applied in the same order."""
+    expected = text
+    for pattern, mask in [
+        (r"'[^']*'|\"[^\"]*\"", "<str>"),
+        (r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", "<id>"),
+        (r"\b(?:[A-Za-z_]+[-_]?[0-9]|[0-9]+[A-Za-z_])[A-Za-z0-9_-]*", "<id>"),
+        (r"[0-9]+(?:\.[0-9]+)?", "<n>"),
+        (r"\s+", " "),
+    ]:
+        expected = re.sub(pattern, mask, expected)
+    got = normalised_errors(pa.array([text, None], pa.string())).to_pylist()
+    assert got == [expected.strip(" "), "(no message)"]
 
 
 # -- empty windows and bad arguments -----------------------------------------------------

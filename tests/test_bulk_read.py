@@ -1,0 +1,221 @@
+"""Bulk reads of SQLite stores in a helper process: same rows as in-process, safe fallback."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import subprocess
+import sys
+import threading
+from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from metalearn import HistoryStore, Plan, Warehouse, _sqlite_bulk, _store
+from metalearn.synthetic import make_history
+from tests.conftest import END, T0, make_plan
+
+
+@pytest.fixture
+def bulk_always(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Use the helper for any range; counts how many helper runs were started."""
+    monkeypatch.setattr(_store, "BULK_MIN_PLANS", 1)
+    runs: list[int] = []
+    real = _sqlite_bulk.read_chunks
+
+    def counting(*args: Any, **kwargs: Any) -> Iterator[tuple[pa.Table, pa.Table]]:
+        runs.append(len(args[1]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_sqlite_bulk, "read_chunks", counting)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def history_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bulk") / "history.db"
+    with HistoryStore(f"sqlite:///{path}") as store:
+        store.import_frames(*make_history(3_000, seed=7, end=END))
+    return path
+
+
+def in_process(store: HistoryStore, after: int, upto: int, chunk: int) -> list[Any]:
+    bounds = itertools.pairwise([*range(after, upto, chunk), upto])
+    return [store.plans_between(a, b, step_plan_ids=False) for a, b in bounds]
+
+
+def test_helper_reads_exactly_the_in_process_rows(
+    history_file: Path, bulk_always: list[int]
+) -> None:
+    with HistoryStore(f"sqlite:///{history_file}") as store:
+        helper = list(store.batches_between(100, 2_950, chunk_size=700))
+        expected = in_process(store, 100, 2_950, 700)
+    assert bulk_always == [5]  # one helper run, five chunks
+    assert [b.last_seq for b in helper] == [800, 1_500, 2_200, 2_900, 2_950]
+    for got, want in zip(helper, expected, strict=True):
+        assert got.plans.equals(want.plans) and got.steps.equals(want.steps)
+    assert sum(len(b) for b in helper) == 2_850
+
+
+def test_columns_null_in_a_whole_chunk_keep_their_types(
+    tmp_path: Path, bulk_always: list[int]
+) -> None:
+    """The driver types an all-NULL column as int64; the store's types must come back."""
+    with HistoryStore(f"sqlite:///{tmp_path / 'nulls.db'}") as store:
+        for i in range(6):
+            late = i >= 4  # goal type, reward and errors appear only in the last chunk
+            store.record_plan(
+                Plan(
+                    f"p{i}", "agent", "failed" if late else "succeeded", T0,
+                    T0 + timedelta(seconds=2), goal_type="refund" if late else None,
+                    reward=0.5 if late else None, error="boom 7" if late else None,
+                    steps=[{"tool": "search", "status": "error" if late else "ok",
+                            "error": "timeout 30" if late else None, "duration_ms": None}],
+                )
+            )  # fmt: skip
+        batches = list(store.batches_between(0, 6, chunk_size=4))
+    assert bulk_always == [2]
+    first, last = batches
+    assert first.plans.schema == last.plans.schema == _store.PLANS_SCHEMA
+    assert first.plans.column("goal_type").to_pylist() == [None] * 4
+    assert last.plans.column("goal_type").to_pylist() == ["refund"] * 2
+    assert last.steps.column("error").to_pylist() == ["timeout 30"] * 2
+    assert first.steps.column("duration_ms").type == pa.float64()
+
+
+def test_cold_build_through_the_helper_equals_the_in_process_build(
+    history_file: Path, monkeypatch: pytest.MonkeyPatch, bulk_always: list[int]
+) -> None:
+    with HistoryStore(f"sqlite:///{history_file}") as store:
+        helper = Warehouse(store, chunk_size=450)
+        assert helper.refresh() == 3_000 and bulk_always == [7]
+        monkeypatch.setattr(_store, "BULK_MIN_PLANS", 10**9)
+        plain = Warehouse(store, chunk_size=450)
+        assert plain.refresh() == 3_000 and bulk_always == [7]
+        for table in ("plans", "steps", "tools"):
+            query = f"SELECT * FROM {table} ORDER BY ALL"
+            with helper.snapshot() as a, plain.snapshot() as b:
+                pd.testing.assert_frame_equal(a.frame(query), b.frame(query))
+        with helper.snapshot() as snapshot:
+            errors = snapshot.frame("SELECT count(error_norm) AS n FROM steps")["n"].iloc[0]
+        assert errors > 0
+        helper.close()
+        plain.close()
+
+
+def test_helper_failure_falls_back_to_in_process_reads(
+    history_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    bulk_always: list[int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The helper dies after two chunks: the rest is read in-process, nothing lost or doubled."""
+    real = _sqlite_bulk.read_chunks
+
+    def dies_after_two(*args: Any, **kwargs: Any) -> Generator[tuple[pa.Table, pa.Table]]:
+        chunks = real(*args, **kwargs)
+        yield next(chunks)
+        yield next(chunks)
+        chunks.close()
+        raise _sqlite_bulk.BulkReadError("the SQLite reader process ended with status -9")
+
+    monkeypatch.setattr(_sqlite_bulk, "read_chunks", dies_after_two)
+    with HistoryStore(f"sqlite:///{history_file}") as store, caplog.at_level(logging.WARNING):
+        batches = list(store.batches_between(0, 3_000, chunk_size=1_000))
+        expected = in_process(store, 0, 3_000, 1_000)
+    for got, want in zip(batches, expected, strict=True):
+        assert got.plans.equals(want.plans) and got.steps.equals(want.steps)
+    assert "bulk read failed, reading in-process instead" in caplog.text
+    assert "status -9" in caplog.text
+
+
+def test_a_failing_helper_reports_its_status_and_output(
+    history_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "broken_worker.py"
+    script.write_text("import sys\nsys.stderr.write('cannot open the store')\nsys.exit(3)\n")
+    monkeypatch.setattr(_sqlite_bulk, "_WORKER", script)
+    chunks = _sqlite_bulk.read_chunks(str(history_file), [("SELECT 1", "SELECT 1")])
+    with pytest.raises(_sqlite_bulk.BulkReadError, match=r"status 3 .*cannot open the store"):
+        next(chunks)
+
+
+def test_a_bad_query_ends_the_helper_with_the_driver_error(history_file: Path) -> None:
+    chunks = _sqlite_bulk.read_chunks(str(history_file), [("SELECT * FROM nowhere", "SELECT 1")])
+    with pytest.raises(_sqlite_bulk.BulkReadError, match="no such table: nowhere"):
+        next(chunks)
+
+
+def test_closing_early_stops_the_helper(
+    history_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[subprocess.Popen[bytes]] = []
+    real = subprocess.Popen
+
+    def recording(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        process = real(*args, **kwargs)
+        started.append(process)
+        return process
+
+    monkeypatch.setattr(subprocess, "Popen", recording)
+    query = ("SELECT * FROM metalearn_plans", "SELECT * FROM metalearn_steps")
+    chunks = _sqlite_bulk.read_chunks(str(history_file), [query] * 50)
+    plans, steps = next(chunks)
+    assert plans.num_rows == 3_000 and steps.num_rows > 3_000
+    chunks.close()
+    (process,) = started
+    assert process.poll() is not None  # killed, not left reading 49 more copies
+
+
+def test_helper_is_used_only_where_it_pays(
+    history_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_store, "BULK_MIN_PLANS", 1_000)
+    with HistoryStore(f"sqlite:///{history_file}") as store:
+        assert store._bulk_database(1_000) == str(history_file)
+        assert store._bulk_database(999) is None  # too few plans to pay for a process
+    with HistoryStore("sqlite://") as memory:
+        assert memory._bulk_database(10**6) is None  # nothing another process could open
+    monkeypatch.setattr(sys, "executable", "/usr/bin/uwsgi")
+    with HistoryStore(f"sqlite:///{history_file}") as store:
+        assert store._bulk_database(10**6) is None  # not a Python to start the helper with
+
+
+def test_warehouse_through_the_helper_under_concurrent_writers(
+    tmp_path: Path, bulk_always: list[int]
+) -> None:
+    with HistoryStore(f"sqlite:///{tmp_path / 'busy.db'}") as store:
+        store.import_frames(*make_history(500, seed=3, end=END))
+        warehouse = Warehouse(store, chunk_size=60)
+        done = threading.Event()
+
+        def write(worker: int) -> None:
+            for i in range(20):
+                store.record_plan(make_plan(f"w{worker}-{i}", offset_s=i))
+
+        def refresh_until_done() -> None:
+            while not done.is_set():
+                warehouse.refresh()
+
+        with ThreadPoolExecutor(5) as pool:
+            refresher = pool.submit(refresh_until_done)
+            for future in [pool.submit(write, w) for w in range(4)]:
+                future.result()
+            done.set()
+            refresher.result()
+        warehouse.refresh()
+        with warehouse.snapshot() as snapshot:
+            plans = snapshot.frame("SELECT seq, plan_id FROM plans ORDER BY seq")
+            steps = snapshot.frame("SELECT count(*) AS n FROM steps")["n"].iloc[0]
+        stored = store.plans_between(0, store.last_seq())
+        assert plans["plan_id"].tolist() == stored.plans.column("plan_id").to_pylist()
+        assert plans["seq"].tolist() == list(range(1, 581))
+        assert steps == stored.steps.num_rows
+        assert bulk_always  # the helper did run
+        warehouse.close()
