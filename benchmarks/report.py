@@ -288,7 +288,8 @@ class Report:
             f"stores. Each figure is the median of {m['repeats']} run(s), each in a fresh "
             f"process on its own copy of the store (a baseline slower than "
             f'{m["single_above_s"]:g} s runs once: marked "(1 run)"); baselines stop at '
-            f'{m["limit_s"]:g} s ("> N s"). Peak RSS is the measuring process\'s '
+            f'{m["limit_s"]:g} s ("> N s"). Peak RSS is the measuring process\'s plus '
+            "that of the largest process it started (the SQLite bulk reader of a cold build) "
             f"(imports alone: {self.machine['imports_mib']:,.0f} MiB). Load average "
             f"(1 min) at start {load['start']:.1f}, at end {load['end']:.1f}: this is a "
             "shared machine, so figures are noisy."

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Engine,
     Select,
     Table,
+    case,
     create_engine,
     delete,
     event,
@@ -54,7 +55,7 @@ from metalearn._schema import (
     snapshots,
     steps,
 )
-from metalearn._types import Plan, epoch_micros
+from metalearn._types import Plan, StepStatus, epoch_micros
 
 __all__ = ["DEFAULT_URL", "HistoryStore", "ImportReport", "PlanBatch"]
 
@@ -134,6 +135,49 @@ def _steps_query(after_seq: int, upto_seq: int, with_plan_ids: bool) -> Select[A
     if with_plan_ids:
         query = query.join(plans, plans.c.seq == steps.c.plan_seq)
     return query.order_by(steps.c.plan_seq, steps.c.step_index)
+
+
+# The helper reads a step's plan seq, index and status as one integer: the driver's cost is
+# per value, not per byte, and four values a step instead of six read ~20% faster.
+# key = seq * 2**34 + index * 4 + status code: exact while seq < 2**29 (index is a 32-bit
+# Integer column, never negative).
+_STATUSES = pa.array([status.value for status in StepStatus])
+_PACKED_SEQ_LIMIT = 2**29
+
+
+def _packed_steps_query(after_seq: int, upto_seq: int) -> Select[Any]:
+    code = case(
+        {status.value: i for i, status in enumerate(StepStatus)},
+        value=steps.c.status,
+        else_=len(StepStatus),
+    )
+    key = steps.c.plan_seq * 2**34 + steps.c.step_index * 4 + code
+    return (
+        select(key.label("key"), steps.c.tool, steps.c.duration_ms, steps.c.error)
+        .where(steps.c.plan_seq > after_seq, steps.c.plan_seq <= upto_seq)
+        .order_by(steps.c.plan_seq, steps.c.step_index)
+    )
+
+
+def _unpacked_steps(table: pa.Table, after_seq: int, upto_seq: int) -> pa.Table:
+    """The steps table of :func:`_packed_steps_query` rows (checked: in range and order)."""
+    key = table.column("key").to_numpy().astype(np.int64, copy=False)
+    seq, code = key >> 34, key & 3
+    if len(key) and (
+        seq[0] <= after_seq or seq[-1] > upto_seq or (np.diff(seq) < 0).any() or (code == 3).any()
+    ):
+        raise _sqlite_bulk.BulkReadError("packed step keys out of range or order")
+    unpacked = pa.table(
+        {
+            "seq": seq,
+            "step_index": ((key >> 2) & 0xFFFFFFFF).astype(np.int32),
+            "tool": table.column("tool"),
+            "status": _STATUSES.take(pa.array(code)),
+            "duration_ms": table.column("duration_ms"),
+            "error": table.column("error"),
+        }
+    )
+    return _conform(unpacked, _STEPS_SCHEMA_NO_ID)
 
 
 def _literal_sql(engine: Engine, query: Select[Any]) -> str:
@@ -593,16 +637,14 @@ class HistoryStore:
         database = self._bulk_database(bounds[-1][1] - bounds[0][0]) if bounds else None
         if database is not None:
             queries = [
-                (self._sql(_plans_query(low, high)), self._sql(_steps_query(low, high, False)))
+                (self._sql(_plans_query(low, high)), self._sql(_packed_steps_query(low, high)))
                 for low, high in bounds
             ]
             try:
                 for plan_table, step_table in _sqlite_bulk.read_chunks(database, queries):
-                    yield PlanBatch(
-                        _conform(plan_table, PLANS_SCHEMA),
-                        _conform(step_table, _STEPS_SCHEMA_NO_ID),
-                        bounds[done][1],
-                    )
+                    low, high = bounds[done]
+                    step_table = _unpacked_steps(step_table, low, high)
+                    yield PlanBatch(_conform(plan_table, PLANS_SCHEMA), step_table, high)
                     done += 1
             except _sqlite_bulk.BulkReadError as error:
                 logger.warning("bulk read failed, reading in-process instead: %s", error)
@@ -614,6 +656,7 @@ class HistoryStore:
         url = self._engine.url
         if (
             plans_to_read < BULK_MIN_PLANS
+            or self.last_seq() >= _PACKED_SEQ_LIMIT
             or url.get_backend_name() != "sqlite"
             or _is_memory_sqlite(url)
             or not _sqlite_bulk.available()

@@ -13,9 +13,12 @@ consistent snapshot of the mirror.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,28 +101,51 @@ def _naive_utc(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return column.cast(pa.timestamp("us"))
 
 
-def _steps_for_load(batch: PlanBatch, tool_ids: NDArray[np.int32]) -> pa.Table:
-    """The batch's steps with their plan's columns and first_in_plan, still in order."""
+@dataclass(frozen=True)
+class _Prepared:
+    """A batch made ready to load, without the warehouse's state (so it can run ahead).
+
+    Steps carry their tools as codes into ``tools`` (this batch's distinct names); the
+    load maps those to the warehouse's tool ids, which only it may hand out.
+    """
+
+    plans: pa.Table
+    steps: pa.Table
+    tools: list[str]
+    last_seq: int
+    size: int
+
+
+def _prepare(batch: PlanBatch) -> _Prepared:
+    """The batch's plans with naive UTC times, and its steps with their plan's columns,
+    first_in_plan and error_norm, still in order."""
     plans, steps = batch.plans, batch.steps
+    for name in ("started_at", "finished_at"):
+        plans = plans.set_column(plans.schema.get_field_index(name), name,
+                                 _naive_utc(plans.column(name)))  # fmt: skip
     plan_index = pa.array(np.searchsorted(plans.column("seq").to_numpy(),
                                           steps.column("seq").to_numpy()))  # fmt: skip
-    offset = steps.column("step_index").to_numpy()
-    return pa.table(
+    tools = pc.dictionary_encode(steps.column("tool")).combine_chunks()
+    codes = tools.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+    prepared = pa.table(
         {
             "seq": steps.column("seq"),
             "step_index": steps.column("step_index"),
-            "tool_id": pa.array(tool_ids, pa.int32()),
+            "tool_code": pa.array(codes, pa.int32()),
             "status": steps.column("status"),
             "duration_ms": steps.column("duration_ms"),
             "error": steps.column("error"),
             # Integer takes of a dictionary column, not copies of a string per step.
             "agent_id": pc.dictionary_encode(plans.column("agent_id")).take(plan_index),
-            "finished_at": _naive_utc(plans.column("finished_at")).take(plan_index),
+            "finished_at": plans.column("finished_at").take(plan_index),
             "succeeded": pc.equal(plans.column("status"), "succeeded").take(plan_index),
-            "first_in_plan": pa.array(first_occurrences(tool_ids, offset)),
+            "first_in_plan": pa.array(
+                first_occurrences(codes, steps.column("step_index").to_numpy())
+            ),
             "error_norm": _error_norms(steps),
         }
     )
+    return _Prepared(plans, prepared, tools.dictionary.to_pylist(), batch.last_seq, len(batch))
 
 
 def _error_norms(steps: pa.Table) -> pa.Array:
@@ -290,32 +316,35 @@ class Warehouse:
             self._check_open()
             target, added = self._store.last_seq(), 0
             batches = self._store.batches_between(self.watermark, target, self._chunk_size)
-            with closing(batches):  # stops a bulk reader process early on an interrupt
-                for batch in batches:
+            # Each batch is prepared (Arrow work, GIL released) on a thread while the one
+            # before it loads into DuckDB; loads stay in seq order.
+            with closing(batches), ThreadPoolExecutor(1, "metalearn-prepare") as pool:
+                ahead: Future[_Prepared] | None = None
+                for batch in itertools.chain(batches, [None]):
                     if interrupt is not None:
                         interrupt.check()
-                    self._load(batch)
-                    added += len(batch)
+                    ready = ahead.result() if ahead is not None else None
+                    ahead = pool.submit(_prepare, batch) if batch is not None else None
+                    if ready is not None:
+                        self._load(ready)
+                        added += ready.size
             return added
 
-    def _encode_tools(self, tools: pa.ChunkedArray) -> tuple[NDArray[np.int32], dict[str, int]]:
-        """Integer ids of the tool names (new names get the next ids); and the new names."""
-        encoded = pc.dictionary_encode(tools).combine_chunks()
-        names = encoded.dictionary.to_pylist()  # distinct names only: a handful
+    def _tool_lookup(self, names: list[str]) -> tuple[NDArray[np.int32], dict[str, int]]:
+        """The warehouse's tool id of each name (new names get the next ids); the new ones."""
         new: dict[str, int] = {}
         for name in names:
             if name not in self._tool_ids and name not in new:
                 new[name] = len(self._tool_ids) + len(new)
-        lookup = np.array([self._tool_ids.get(n, new.get(n, -1)) for n in names], dtype=np.int32)
-        indices = encoded.indices.to_numpy(zero_copy_only=False)
-        return lookup[indices] if len(indices) else np.empty(0, np.int32), new
+        ids = [self._tool_ids.get(n, new.get(n, -1)) for n in names]
+        return np.array(ids, dtype=np.int32), new
 
-    def _load(self, batch: PlanBatch) -> None:
-        tool_ids, new_tools = self._encode_tools(batch.steps.column("tool"))
-        plans = batch.plans
-        for name in ("started_at", "finished_at"):
-            index = plans.schema.get_field_index(name)
-            plans = plans.set_column(index, name, _naive_utc(plans.column(name)))
+    def _load(self, batch: _Prepared) -> None:
+        lookup, new_tools = self._tool_lookup(batch.tools)
+        codes = batch.steps.column("tool_code").to_numpy()
+        steps = batch.steps.set_column(
+            batch.steps.schema.get_field_index("tool_code"), "tool_id", pa.array(lookup[codes])
+        )
         cursor = self._connection.cursor()
         try:
             cursor.begin()
@@ -323,8 +352,8 @@ class Warehouse:
                 "tool_id": pa.array(list(new_tools.values()), pa.int32()),
                 "tool": pa.array(list(new_tools), pa.string()),
             }))  # fmt: skip
-            cursor.register("batch_plans", plans)
-            cursor.register("batch_steps", _steps_for_load(batch, tool_ids))
+            cursor.register("batch_plans", batch.plans)
+            cursor.register("batch_steps", steps)
             cursor.execute(_LOAD, {"watermark": batch.last_seq})
             cursor.commit()
         except BaseException:
