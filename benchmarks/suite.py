@@ -1,12 +1,12 @@
 """The benchmark suite: metalearn and the tools a user would pick instead, side by side.
 
 Every measurement runs in a fresh process, forked from a server that has already imported
-numpy, pandas, pyarrow, SQLAlchemy, DuckDB and metalearn (so a child's time is the
-measurement, not seconds of imports; PM4Py and prefixspan are imported by their own
-children, outside the timed part). Each child works on its own copy of the cached store,
-times one call and reports its peak RSS. The parent repeats each measurement, takes the
-median, and compares the results of the timed metalearn and pandas runs
-(:mod:`benchmarks.agreement`).
+numpy, pandas, pyarrow, SQLAlchemy, DuckDB, scipy.stats (metalearn imports it on first
+use) and metalearn (so a child's time is the measurement, not seconds of imports; PM4Py
+and prefixspan are imported by their own children, outside the timed part). Each child
+works on its own copy of the cached store, times one call and reports its peak RSS. The
+parent repeats each measurement, takes the median, and compares the results of the timed
+metalearn and pandas runs (:mod:`benchmarks.agreement`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import duckdb  # noqa: F401
 import numpy  # noqa: F401
 import pandas as pd
 import pyarrow  # noqa: F401
+import scipy.stats  # noqa: F401
 import sqlalchemy  # noqa: F401
 
 import metalearn

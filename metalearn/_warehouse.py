@@ -13,7 +13,6 @@ consistent snapshot of the mirror.
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -320,14 +319,13 @@ class Warehouse:
             # before it loads into DuckDB; loads stay in seq order.
             with closing(batches), ThreadPoolExecutor(1, "metalearn-prepare") as pool:
                 ahead: Future[_Prepared] | None = None
-                for batch in itertools.chain(batches, [None]):
-                    if interrupt is not None:
-                        interrupt.check()
-                    ready = ahead.result() if ahead is not None else None
-                    ahead = pool.submit(_prepare, batch) if batch is not None else None
-                    if ready is not None:
-                        self._load(ready)
-                        added += ready.size
+                for batch in batches:
+                    next_ahead = pool.submit(_prepare, batch)
+                    if ahead is not None:
+                        added += self._load(ahead.result(), interrupt)
+                    ahead = next_ahead
+                if ahead is not None:
+                    added += self._load(ahead.result(), interrupt)
             return added
 
     def _tool_lookup(self, names: list[str]) -> tuple[NDArray[np.int32], dict[str, int]]:
@@ -339,7 +337,10 @@ class Warehouse:
         ids = [self._tool_ids.get(n, new.get(n, -1)) for n in names]
         return np.array(ids, dtype=np.int32), new
 
-    def _load(self, batch: _Prepared) -> None:
+    def _load(self, batch: _Prepared, interrupt: Interrupt | None) -> int:
+        """Insert a prepared batch in one transaction; return its number of plans."""
+        if interrupt is not None:
+            interrupt.check()
         lookup, new_tools = self._tool_lookup(batch.tools)
         codes = batch.steps.column("tool_code").to_numpy()
         steps = batch.steps.set_column(
@@ -362,6 +363,7 @@ class Warehouse:
         finally:
             cursor.close()
         self._tool_ids.update(new_tools)  # only once the rows that use them are committed
+        return batch.size
 
     @contextmanager
     def snapshot(self) -> Iterator[Snapshot]:
