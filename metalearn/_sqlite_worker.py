@@ -19,6 +19,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import adbc_driver_manager as adbc
@@ -35,7 +36,8 @@ class _Reader:
     """One read-only ADBC connection per thread (connections are not thread-safe)."""
 
     def __init__(self, database: str) -> None:
-        self._uri = f"file:{database}?mode=ro"
+        # A file: URI (spaces, '#' and '%' percent-encoded), opened read-only.
+        self._uri = f"{Path(database).resolve().as_uri()}?mode=ro"
         self._local = threading.local()
         self._opened: list[tuple[Any, Any]] = []
         self._lock = threading.Lock()
