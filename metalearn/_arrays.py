@@ -75,4 +75,4 @@ def dense_codes(values: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[n
     present = np.zeros(top + 1, dtype=bool)
     present[values] = True
     remap = np.cumsum(present) - 1
-    return remap[values].astype(np.int64), np.flatnonzero(present).astype(np.int64)
+    return remap[values].astype(np.int64, copy=False), np.flatnonzero(present).astype(np.int64)

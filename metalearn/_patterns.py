@@ -137,16 +137,16 @@ class _Counts:
 
 
 def _distinct_plan_counts(
-    gram: Ints, first: NDArray[np.bool_], plan: Ints, n_grams: int, succeeded: NDArray[np.bool_]
+    gram: Ints, first: NDArray[np.bool_], in_success: NDArray[np.bool_], n_grams: int
 ) -> tuple[Ints, Ints]:
     """Per n-gram id: plans containing it at least once, and how many of those succeeded.
 
-    Counts only each n-gram's first occurrence in its plan (no hashing of pairs).
+    Counts only each n-gram's first occurrence in its plan (no hashing of pairs);
+    ``in_success`` flags the n-grams (by start step) of plans that succeeded.
     """
-    counted = gram[first]
-    support = np.bincount(counted, minlength=n_grams)
-    successes = np.bincount(counted[succeeded[plan[first]]], minlength=n_grams)
-    return support.astype(np.int64), successes.astype(np.int64)
+    support = np.bincount(gram[first], minlength=n_grams)
+    successes = np.bincount(gram[first & in_success], minlength=n_grams)
+    return support.astype(np.int64, copy=False), successes.astype(np.int64, copy=False)
 
 
 def count_patterns(
@@ -171,6 +171,7 @@ def count_patterns(
     decode: Ints = np.arange(n_tools, dtype=np.int64)[:, None]
     found = []
     first = first_occurrences(ids, offset) if first_call is None else first_call
+    in_success = succeeded[plan]  # per step: its plan succeeded
     for length in range(1, max_length + 1):
         if length > 1:
             ids, valid, decode = _extend(plan, tool, ids, valid, decode, length, n_tools)
@@ -179,7 +180,7 @@ def count_patterns(
         if not valid.any():
             break
         n_grams = len(decode)
-        support, successes = _distinct_plan_counts(ids, first, plan[: len(ids)], n_grams, succeeded)
+        support, successes = _distinct_plan_counts(ids, first, in_success[: len(ids)], n_grams)
         frequent = support >= min_support
         if length >= min_length:
             found.append(_Counts(decode[frequent], support[frequent], successes[frequent]))
@@ -311,10 +312,11 @@ def _report(
     n_successes: int,
 ) -> pd.DataFrame:
     """The pattern table of the steps flagged ``in_group`` (plan indexes stay global)."""
+    rows: NDArray[np.bool_] | slice = slice(None) if in_group.all() else in_group  # no copies
     counts = count_patterns(
-        steps.plan[in_group], steps.tool[in_group], steps.offset[in_group], steps.succeeded,
+        steps.plan[rows], steps.tool[rows], steps.offset[rows], steps.succeeded,
         len(names), min_length=options.min_length, max_length=options.max_length,
-        min_support=options.min_support, first_call=steps.first_call[in_group],
+        min_support=options.min_support, first_call=steps.first_call[rows],
     )  # fmt: skip
     return _pattern_rows(counts, names, n_plans, n_successes, options.fdr)
 
