@@ -16,8 +16,10 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pytest
+from sqlalchemy import update
 
 from metalearn import HistoryStore, Plan, Warehouse, _sqlite_bulk, _store
+from metalearn._schema import counters, steps
 from metalearn.synthetic import make_history
 from tests.conftest import END, T0, make_plan
 
@@ -222,3 +224,29 @@ def test_warehouse_through_the_helper_under_concurrent_writers(
         assert steps == stored.steps.num_rows
         assert sum(bulk_always) > 0  # the helper delivered chunks
         warehouse.close()
+
+
+def test_a_step_status_outside_the_enum_falls_back_to_exact_rows(
+    tmp_path: Path, bulk_always: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Statuses travel as 2-bit codes; a status written around validation must not be lost."""
+    with HistoryStore(f"sqlite:///{tmp_path / 'odd.db'}") as store:
+        for i in range(3):
+            store.record_plan(make_plan(f"p{i}"))
+        with store.engine.begin() as conn:
+            conn.execute(update(steps).where(steps.c.plan_seq == 2).values(status="paused"))
+        with caplog.at_level(logging.WARNING):
+            (batch,) = list(store.batches_between(0, 3))
+    assert "packed step keys out of range or order" in caplog.text
+    assert batch.steps.column("status").to_pylist() == ["ok"] * 3 + ["paused"] * 3 + ["ok"] * 3
+
+
+def test_seqs_too_large_to_pack_are_read_in_process(tmp_path: Path) -> None:
+    with HistoryStore(f"sqlite:///{tmp_path / 'late.db'}") as store:
+        store.record_plan(make_plan("first"))
+        assert store._bulk_database(10**6) is not None
+        with store.engine.begin() as conn:
+            conn.execute(update(counters).values(value=_store._PACKED_SEQ_LIMIT))
+        store.record_plan(make_plan("late"))
+        assert store.last_seq() == _store._PACKED_SEQ_LIMIT + 1
+        assert store._bulk_database(10**6) is None
