@@ -622,10 +622,10 @@ class HistoryStore:
         """:meth:`plans_between` over ``(after_seq, upto_seq]`` in chunks of ``chunk_size``
         plans, oldest first, steps without ``plan_id``: the bulk read of a warehouse build.
 
-        A SQLite file store with the ADBC SQLite driver installed (the ``fast`` extra)
-        reads ranges of at least ``BULK_MIN_PLANS`` in a helper process, Arrow-native and
-        with two reader threads, while the caller works on earlier chunks. Should the
-        helper fail, the remaining chunks are read in-process (a warning is logged).
+        A SQLite file store reads ranges of at least ``BULK_MIN_PLANS`` plans in a helper
+        process through the ADBC SQLite driver, Arrow-native and with two reader threads,
+        while the caller works on earlier chunks. Should the helper fail, the remaining
+        chunks are read in-process (a warning is logged).
         """
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, not {chunk_size}")
@@ -656,10 +656,10 @@ class HistoryStore:
         url = self._engine.url
         if (
             plans_to_read < BULK_MIN_PLANS
-            or self.last_seq() >= _PACKED_SEQ_LIMIT
             or url.get_backend_name() != "sqlite"
             or _is_memory_sqlite(url)
             or not _sqlite_bulk.available()
+            or self.last_seq() >= _PACKED_SEQ_LIMIT
         ):
             return None
         self._ensure_schema()
