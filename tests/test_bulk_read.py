@@ -18,8 +18,9 @@ import pyarrow as pa
 import pytest
 from sqlalchemy import update
 
-from metalearn import HistoryStore, Plan, Warehouse, _sqlite_bulk, _store
+from metalearn import AnalysisInterrupted, HistoryStore, Plan, Warehouse, _sqlite_bulk, _store
 from metalearn._schema import counters, steps
+from metalearn._warehouse import Interrupt
 from metalearn.synthetic import make_history
 from tests.conftest import END, T0, make_plan
 
@@ -250,3 +251,33 @@ def test_seqs_too_large_to_pack_are_read_in_process(tmp_path: Path) -> None:
         store.record_plan(make_plan("late"))
         assert store.last_seq() == _store._PACKED_SEQ_LIMIT + 1
         assert store._bulk_database(10**6) is None
+
+
+def test_an_interrupted_cold_build_keeps_its_chunks_and_stops_the_helper(
+    history_file: Path, monkeypatch: pytest.MonkeyPatch, bulk_always: list[int]
+) -> None:
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def recording(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", recording)
+    interrupt = Interrupt()
+    real_load = Warehouse._load
+
+    def load_then_interrupt(self: Warehouse, batch: Any, stop: Interrupt | None) -> int:
+        loaded = real_load(self, batch, stop)
+        interrupt.request()  # as AnalysisQueue.close(drain=False) would, from another thread
+        return loaded
+
+    monkeypatch.setattr(Warehouse, "_load", load_then_interrupt)
+    with HistoryStore(f"sqlite:///{history_file}") as store:
+        warehouse = Warehouse(store, chunk_size=300)
+        with pytest.raises(AnalysisInterrupted):
+            warehouse.refresh(interrupt)
+        assert warehouse.watermark == 300  # the first chunk is in, consistent
+        (process,) = started
+        assert process.poll() is not None
+        warehouse.close()
