@@ -35,6 +35,7 @@ from metalearn.importers._core import (
 from metalearn.importers._errors import TraceFormatError
 from metalearn.importers._parse import (
     PathLike,
+    exception_message,
     json_object,
     present,
     records,
@@ -73,12 +74,8 @@ def _as_list(value: Any, where: str, field: str) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else []
 
 
-def _exception(events: Any) -> str | None:
-    for event in events or []:
-        if isinstance(event, Mapping) and event.get("name") == "exception":
-            attrs = {k: _decoded(v) for k, v in (event.get("attributes") or {}).items()}
-            return text(attrs.get("exception.message")) or text(attrs.get("exception.type")) or ""
-    return None
+def _decoded_attributes(attributes: Any) -> dict[str, Any]:
+    return {k: _decoded(v) for k, v in (attributes or {}).items()}
 
 
 def _status(raw: Row) -> tuple[str, str | None]:
@@ -93,7 +90,7 @@ def _span(raw: Row, trace_id: str, where: str) -> Span:
     ident = span_id(context.get("span_id") or raw.get("span_id"))
     if ident is None:
         raise TraceFormatError(f"{where}: span has no 'span_id'", source=where, field="span_id")
-    attributes = {k: _decoded(v) for k, v in (raw.get("attributes") or {}).items()}
+    attributes = _decoded_attributes(raw.get("attributes"))
     status, message = _status(raw)
     start = raw.get("start_time_unix_nano", raw.get("start_time"))
     end = raw.get("end_time_unix_nano", raw.get("end_time"))
@@ -108,7 +105,7 @@ def _span(raw: Row, trace_id: str, where: str) -> Span:
         status=status,
         status_message=message,
         attributes=attributes,
-        exception=_exception(raw.get("events")),
+        exception=exception_message(raw.get("events"), _decoded_attributes),
     )
 
 

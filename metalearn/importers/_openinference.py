@@ -32,6 +32,7 @@ from metalearn.importers._core import (
 from metalearn.importers._errors import TraceFormatError
 from metalearn.importers._parse import (
     PathLike,
+    exception_message,
     flatten,
     present,
     records,
@@ -67,14 +68,8 @@ def _filled(value: Any) -> bool:
     return isinstance(value, list | dict | np.ndarray) or present(value)
 
 
-def _exception(events: Any) -> str | None:
-    if not isinstance(events, list | tuple | np.ndarray):
-        return None
-    for event in events:
-        if isinstance(event, Mapping) and event.get("name") == "exception":
-            attrs = flatten(event.get("attributes") or {})
-            return text(attrs.get("exception.message")) or text(attrs.get("exception.type")) or ""
-    return None
+def _flat_attributes(attributes: Any) -> dict[str, Any]:
+    return flatten(attributes or {})
 
 
 def _row_span(row: Row, where: str) -> Span:
@@ -103,7 +98,7 @@ def _row_span(row: Row, where: str) -> Span:
         status=status_of(row.get("status_code")),
         status_message=text(row.get("status_message")),
         attributes=attributes,
-        exception=_exception(row.get("events")),
+        exception=exception_message(row.get("events"), _flat_attributes),
     )
 
 

@@ -35,6 +35,7 @@ from metalearn.importers._errors import MissingDependencyError, TraceFormatError
 from metalearn.importers._parse import (
     PathLike,
     documents,
+    exception_message,
     is_path,
     span_id,
     status_of,
@@ -76,15 +77,6 @@ def _attributes(pairs: Any) -> dict[str, Any]:
     return {pair["key"]: _any_value(pair.get("value")) for pair in pairs or [] if "key" in pair}
 
 
-def _exception(events: Any) -> str | None:
-    """The message of the first ``exception`` event ("" without one), or ``None``."""
-    for event in events or []:
-        if event.get("name") == "exception":
-            attrs = _attributes(event.get("attributes"))
-            return text(attrs.get("exception.message")) or text(attrs.get("exception.type")) or ""
-    return None
-
-
 def _kind(attributes: Mapping[str, Any]) -> str:
     kind = attributes.get("openinference.span.kind") or attributes.get("langfuse.observation.type")
     return str(kind).upper() if kind else ""
@@ -117,7 +109,7 @@ def _otlp_span(raw: Mapping[str, Any], resource: dict[str, Any], where: str) -> 
         status_message=text(status.get("message")),
         attributes=attributes,
         resource=resource,
-        exception=_exception(raw.get("events")),
+        exception=exception_message(raw.get("events"), _attributes),
     )
 
 
@@ -153,7 +145,7 @@ def _sdk_span(raw: Mapping[str, Any], where: str) -> Span:
         status_message=text(status.get("description")),
         attributes=attributes,
         resource=dict((raw.get("resource") or {}).get("attributes") or {}),
-        exception=_exception(raw.get("events")),
+        exception=exception_message(raw.get("events"), _attributes),
     )
 
 

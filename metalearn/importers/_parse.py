@@ -10,7 +10,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from metalearn.importers._errors import TraceFormatError, TraceImportError
 __all__ = [
     "PathLike",
     "documents",
+    "exception_message",
     "flatten",
     "is_path",
     "json_object",
@@ -181,6 +182,21 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def exception_message(events: Any, attributes: Callable[[Any], Mapping[str, Any]]) -> str | None:
+    """The message of a span's first ``exception`` event ("" without one), or ``None``.
+
+    ``attributes`` turns an event's raw attributes into a flat mapping: each format
+    stores them its own way (OTLP key/value lists, JSON-encoded values, nesting).
+    """
+    if not isinstance(events, list | tuple | np.ndarray):
+        return None
+    for event in events:
+        if isinstance(event, Mapping) and event.get("name") == "exception":
+            attrs = attributes(event.get("attributes"))
+            return text(attrs.get("exception.message")) or text(attrs.get("exception.type")) or ""
+    return None
 
 
 def json_object(value: Any) -> dict[str, Any]:
