@@ -306,13 +306,12 @@ def _in_plan_order(seq: Ints, offset: Ints) -> bool:
 def _report(
     steps: _Steps,
     names: NDArray[np.object_],
-    in_group: NDArray[np.bool_],
+    rows: NDArray[np.bool_] | slice,
     options: _Options,
     n_plans: int,
     n_successes: int,
 ) -> pd.DataFrame:
-    """The pattern table of the steps flagged ``in_group`` (plan indexes stay global)."""
-    rows: NDArray[np.bool_] | slice = slice(None) if in_group.all() else in_group  # no copies
+    """The pattern table of the steps selected by ``rows`` (plan indexes stay global)."""
     counts = count_patterns(
         steps.plan[rows], steps.tool[rows], steps.offset[rows], steps.succeeded,
         len(names), min_length=options.min_length, max_length=options.max_length,
@@ -341,9 +340,10 @@ def extract_groups(
         row = totals[totals["group_key"] == key] if window.per_agent else totals
         n_plans = int(row["plans"].sum())
         n_successes = int(row["successes"].sum())
-        in_group = steps.of_group(key) if window.per_agent else np.ones(len(steps.plan), bool)
+        # An ungrouped window takes every step: a slice, so no array is copied.
+        rows = steps.of_group(key) if window.per_agent else slice(None)
         reports[key] = PatternReport(
-            patterns=_report(steps, names, in_group, options, n_plans, n_successes),
+            patterns=_report(steps, names, rows, options, n_plans, n_successes),
             baseline_rate=n_successes / n_plans if n_plans else float("nan"),
             n_plans=n_plans,
             n_successes=n_successes,
