@@ -634,10 +634,13 @@ class HistoryStore:
 
     def _batches(self, bounds: list[tuple[int, int]]) -> Generator[PlanBatch]:
         done = 0
-        database = self._bulk_database(bounds[-1][1] - bounds[0][0]) if bounds else None
+        database = self._bulk_database(bounds[0][0], bounds[-1][1]) if bounds else None
         if database is not None:
             queries = [
-                (self._sql(_plans_query(low, high)), self._sql(_packed_steps_query(low, high)))
+                (
+                    _literal_sql(self._engine, _plans_query(low, high)),
+                    _literal_sql(self._engine, _packed_steps_query(low, high)),
+                )
                 for low, high in bounds
             ]
             try:
@@ -651,22 +654,20 @@ class HistoryStore:
         for low, high in bounds[done:]:
             yield self.plans_between(low, high, step_plan_ids=False)
 
-    def _bulk_database(self, plans_to_read: int) -> str | None:
-        """The SQLite file to bulk-read in a helper process, if that pays and is possible."""
+    def _bulk_database(self, after_seq: int, upto_seq: int) -> str | None:
+        """The SQLite file to bulk-read ``(after_seq, upto_seq]`` from in a helper process,
+        if that pays and is possible (and the seqs fit the packed step keys)."""
         url = self._engine.url
         if (
-            plans_to_read < BULK_MIN_PLANS
+            upto_seq - after_seq < BULK_MIN_PLANS
+            or upto_seq >= _PACKED_SEQ_LIMIT
             or url.get_backend_name() != "sqlite"
             or _is_memory_sqlite(url)
             or not _sqlite_bulk.available()
-            or self.last_seq() >= _PACKED_SEQ_LIMIT
         ):
             return None
         self._ensure_schema()
         return str(url.database)
-
-    def _sql(self, query: Select[Any]) -> str:
-        return _literal_sql(self._engine, query)
 
     def _with_steps(
         self, plan_table: pa.Table, after_seq: int, last_seq: int, step_plan_ids: bool

@@ -184,13 +184,13 @@ def test_helper_is_used_only_where_it_pays(
 ) -> None:
     monkeypatch.setattr(_store, "BULK_MIN_PLANS", 1_000)
     with HistoryStore(f"sqlite:///{history_file}") as store:
-        assert store._bulk_database(1_000) == str(history_file)
-        assert store._bulk_database(999) is None  # too few plans to pay for a process
+        assert store._bulk_database(0, 1_000) == str(history_file)
+        assert store._bulk_database(1, 1_000) is None  # too few plans to pay for a process
     with HistoryStore("sqlite://") as memory:
-        assert memory._bulk_database(10**6) is None  # nothing another process could open
+        assert memory._bulk_database(0, 10**6) is None  # nothing another process could open
     monkeypatch.setattr(sys, "executable", "/usr/bin/uwsgi")
     with HistoryStore(f"sqlite:///{history_file}") as store:
-        assert store._bulk_database(10**6) is None  # not a Python to start the helper with
+        assert store._bulk_database(0, 10**6) is None  # not a Python to start the helper with
 
 
 def test_warehouse_through_the_helper_under_concurrent_writers(
@@ -242,15 +242,18 @@ def test_a_step_status_outside_the_enum_falls_back_to_exact_rows(
     assert batch.steps.column("status").to_pylist() == ["ok"] * 3 + ["paused"] * 3 + ["ok"] * 3
 
 
-def test_seqs_too_large_to_pack_are_read_in_process(tmp_path: Path) -> None:
+def test_seqs_too_large_to_pack_are_read_in_process(tmp_path: Path, bulk_always: list[int]) -> None:
     with HistoryStore(f"sqlite:///{tmp_path / 'late.db'}") as store:
         store.record_plan(make_plan("first"))
-        assert store._bulk_database(10**6) is not None
+        assert store._bulk_database(0, 1) is not None
         with store.engine.begin() as conn:
             conn.execute(update(counters).values(value=_store._PACKED_SEQ_LIMIT))
         store.record_plan(make_plan("late"))
         assert store.last_seq() == _store._PACKED_SEQ_LIMIT + 1
-        assert store._bulk_database(10**6) is None
+        assert store._bulk_database(0, store.last_seq()) is None
+        batches = list(store.batches_between(0, store.last_seq(), chunk_size=2**28))
+    assert bulk_always == []  # no helper run
+    assert [p for b in batches for p in b.plans.column("plan_id").to_pylist()] == ["first", "late"]
 
 
 def test_an_interrupted_cold_build_keeps_its_chunks_and_stops_the_helper(
