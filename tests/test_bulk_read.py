@@ -158,18 +158,23 @@ def test_a_bad_query_ends_the_helper_with_the_driver_error(history_file: Path) -
         next(chunks)
 
 
-def test_closing_early_stops_the_helper(
-    history_file: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    started: list[subprocess.Popen[bytes]] = []
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
+    """The processes started from here on (the helpers), to check they are gone."""
+    processes: list[subprocess.Popen[bytes]] = []
     real = subprocess.Popen
 
     def recording(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
-        process = real(*args, **kwargs)
-        started.append(process)
-        return process
+        processes.append(real(*args, **kwargs))
+        return processes[-1]
 
     monkeypatch.setattr(subprocess, "Popen", recording)
+    return processes
+
+
+def test_closing_early_stops_the_helper(
+    history_file: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
     query = ("SELECT * FROM metalearn_plans", "SELECT * FROM metalearn_steps")
     chunks = _sqlite_bulk.read_chunks(str(history_file), [query] * 50)
     plans, steps = next(chunks)
@@ -257,16 +262,11 @@ def test_seqs_too_large_to_pack_are_read_in_process(tmp_path: Path, bulk_always:
 
 
 def test_an_interrupted_cold_build_keeps_its_chunks_and_stops_the_helper(
-    history_file: Path, monkeypatch: pytest.MonkeyPatch, bulk_always: list[int]
+    history_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    bulk_always: list[int],
+    started: list[subprocess.Popen[bytes]],
 ) -> None:
-    started: list[subprocess.Popen[bytes]] = []
-    real_popen = subprocess.Popen
-
-    def recording(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
-        started.append(real_popen(*args, **kwargs))
-        return started[-1]
-
-    monkeypatch.setattr(subprocess, "Popen", recording)
     interrupt = Interrupt()
     real_load = Warehouse._load
 
