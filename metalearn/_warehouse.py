@@ -112,7 +112,6 @@ class _Prepared:
     steps: pa.Table
     tools: list[str]
     last_seq: int
-    size: int
 
 
 def _prepare(batch: PlanBatch) -> _Prepared:
@@ -144,7 +143,7 @@ def _prepare(batch: PlanBatch) -> _Prepared:
             "error_norm": _error_norms(steps),
         }
     )
-    return _Prepared(plans, prepared, tools.dictionary.to_pylist(), batch.last_seq, len(batch))
+    return _Prepared(plans, prepared, tools.dictionary.to_pylist(), batch.last_seq)
 
 
 def _error_norms(steps: pa.Table) -> pa.Array:
@@ -363,7 +362,8 @@ class Warehouse:
         finally:
             cursor.close()
         self._tool_ids.update(new_tools)  # only once the rows that use them are committed
-        return batch.size
+        rows: int = batch.plans.num_rows
+        return rows
 
     @contextmanager
     def snapshot(self) -> Iterator[Snapshot]:
