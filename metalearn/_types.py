@@ -16,6 +16,7 @@ from typing import Any, NoReturn, TypeVar
 from metalearn._errors import InvalidRecordError
 
 __all__ = [
+    "ISO_UTC_FORMAT",
     "MAX_NAME_LENGTH",
     "Plan",
     "PlanStatus",
@@ -28,6 +29,9 @@ __all__ = [
 MAX_NAME_LENGTH = 200
 """Longest plan id, agent id, goal type or tool name accepted (characters)."""
 
+
+ISO_UTC_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+"""How every file metalearn writes spells a UTC timestamp (``2026-03-01T12:00:00.000000Z``)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
