@@ -14,10 +14,10 @@ def positive_int(name: str, value: object, *, what: str = "") -> int:
 
     >>> positive_int("chunk_size", 10)
     10
-    >>> positive_int("chunk_size", 0, what="plans per chunk")
+    >>> positive_int("chunk_size", 0, what="plans")
     Traceback (most recent call last):
     ...
-    metalearn._errors.InvalidArgumentError: chunk_size must be an integer >= 1 (plans per chunk), not 0
+    metalearn._errors.InvalidArgumentError: chunk_size must be an integer >= 1 (plans), not 0
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         counts = f" ({what})" if what else ""
