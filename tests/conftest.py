@@ -15,8 +15,10 @@ from sqlalchemy import create_engine
 from metalearn import HistoryStore, MetaLearningService, Plan
 from metalearn._schema import metadata
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-TAU_BENCH = SHARED / "data" / "tau_bench"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"  # the real data committed with the repository
+TAU_BENCH = DATA / "tau_bench"
+TRACES = DATA / "traces"
 POSTGRES_URL = os.environ.get("METALEARN_TEST_POSTGRES_URL")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

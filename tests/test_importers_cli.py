@@ -10,9 +10,7 @@ import pytest
 
 from metalearn import HistoryStore
 from metalearn.cli import main
-from tests.conftest import SHARED, TAU_BENCH
-
-TRACES = SHARED / "data" / "traces"
+from tests.conftest import TAU_BENCH, TRACES
 
 
 def plans_in(url: str) -> pd.DataFrame:

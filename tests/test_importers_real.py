@@ -1,4 +1,4 @@
-"""Every real trace file in ../shared/data/traces imports as a person reading it sees it.
+"""Every real trace file in data/traces imports as a person reading it sees it.
 
 The expectations below were written by hand from the files and their SOURCE.md: the
 any-agent traces each run one task through a framework (one ``invoke_agent [any_agent]``
@@ -18,9 +18,8 @@ import pytest
 
 from metalearn import HistoryStore, MetaLearningService
 from metalearn.importers import ImportResult, ScoreRule, read_langfuse, read_otlp
-from tests.conftest import SHARED
+from tests.conftest import TRACES
 
-TRACES = SHARED / "data" / "traces"
 ANY_AGENT = TRACES / "any_agent"
 LANGFUSE = TRACES / "langfuse"
 

@@ -1,9 +1,9 @@
 """Every notebook in notebooks/ runs top to bottom in a fresh Jupyter kernel, without errors.
 
 The kernels start in a scratch copy of the repository's layout (``repo/notebooks`` as the
-working directory, an empty ``repo/data``, ``shared`` linked to the real shared data), so
-the notebooks find their data by the same relative paths as in a checkout and write
-nothing into the repository. They run concurrently to keep the suite fast.
+working directory, ``repo/data`` holding links to the committed data folders), so the
+notebooks find their data by the same relative paths as in a checkout and write nothing
+into the repository. They run concurrently to keep the suite fast.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -56,8 +56,10 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     scratch = tmp_path_factory.mktemp("notebooks")
     cwd = scratch / "repo" / "notebooks"
     cwd.mkdir(parents=True)
-    (scratch / "repo" / "data").mkdir()
-    (scratch / "shared").symlink_to(SHARED, target_is_directory=True)
+    data = scratch / "repo" / "data"
+    data.mkdir()
+    for folder in ("tau_bench", "traces"):  # read-only inputs; databases are written beside
+        (data / folder).symlink_to(DATA / folder, target_is_directory=True)
 
     with pytest.MonkeyPatch.context() as patch:
         for name, value in kernel_environment(scratch).items():
