@@ -10,7 +10,7 @@ so that a million plans validate in seconds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -21,9 +21,12 @@ from metalearn._types import MAX_NAME_LENGTH, PlanStatus, StepStatus
 __all__ = [
     "PLAN_COLUMNS",
     "STEP_COLUMNS",
+    "ImportReport",
     "Problem",
     "ValidatedFrames",
+    "duplicate_problems",
     "format_timestamps",
+    "import_report",
     "validate_frames",
 ]
 
@@ -402,6 +405,59 @@ def problem_error(problem: Problem, row_label: RowLabel = default_row_label) -> 
 
 
 def format_timestamps(stamps: pd.Series) -> pd.Series:
-    """ISO-8601 UTC text with microseconds and a ``Z``, e.g. ``2024-11-22T00:00:00.000000Z``."""
+    """ISO-8601 UTC text with microseconds and a ``Z``, e.g. ``2024-11-22T00:00:00.000000Z``.
+
+    >>> format_timestamps(pd.Series(pd.to_datetime(["2024-11-22T01:00:00+01:00"]))).tolist()
+    ['2024-11-22T00:00:00.000000Z']
+    """
     text: pd.Series = stamps.dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return text
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What a bulk import wrote and what it rejected.
+
+    ``rejections`` has one row per rejected plan: plan_id, table (``plans`` or ``steps``),
+    row (0-based position in that table), field and reason.
+
+    >>> report = import_report(2, 5, [Problem("plans", 1, "p-2", "status", "bad status")])
+    >>> report
+    <ImportReport imported=2 rejected=1 steps=5>
+    >>> report.rejections.columns.tolist()
+    ['plan_id', 'table', 'row', 'field', 'reason']
+    """
+
+    imported: int
+    rejected: int
+    steps: int
+    rejections: pd.DataFrame = field(repr=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"<ImportReport imported={self.imported} rejected={self.rejected} steps={self.steps}>"
+        )
+
+
+def import_report(imported: int, steps: int, problems: list[Problem]) -> ImportReport:
+    """The report of an import that wrote ``imported`` plans (``steps`` steps) and
+    rejected one plan per problem."""
+    rejections = pd.DataFrame(
+        {
+            "plan_id": pd.Series([p.plan_id for p in problems], dtype="str"),
+            "table": pd.Series([p.table for p in problems], dtype="str"),
+            "row": pd.Series([p.row for p in problems], dtype="int64"),
+            "field": pd.Series([p.field for p in problems], dtype="str"),
+            "reason": pd.Series([p.reason for p in problems], dtype="str"),
+        }
+    )
+    return ImportReport(imported, len(problems), steps, rejections)
+
+
+def duplicate_problems(plan_ids: pd.Series, duplicates: set[str]) -> list[Problem]:
+    """One problem per plan row whose ``plan_id`` is already in the store."""
+    rows = plan_ids[plan_ids.isin(duplicates)]
+    return [
+        Problem("plans", int(row), pid, "plan_id", "plan_id is already in the store")
+        for row, pid in zip(rows.index, rows, strict=True)
+    ]

@@ -15,47 +15,68 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pyarrow as pa
 
 from metalearn._errors import MetalearnError
 
-__all__ = ["BulkReadError", "available", "read_chunks"]
+__all__ = ["WORKER", "BulkReadError", "StartProcess", "available", "default_command", "read_chunks"]
 
-_WORKER = Path(__file__).with_name("_sqlite_worker.py")
+WORKER = Path(__file__).with_name("_sqlite_worker.py")
+"""The helper script (run as a script, never imported: see its docstring)."""
 _STDERR_TAIL = 2_000
+
+StartProcess = Callable[..., "subprocess.Popen[Any]"]
+"""Starts the helper: called like :class:`subprocess.Popen` (which is the default)."""
 
 
 class BulkReadError(MetalearnError):
     """The helper process could not read the store (the caller falls back in-process)."""
 
 
-def available() -> bool:
-    """Whether the helper can run: a Python to start it with and the ADBC SQLite driver."""
-    python = Path(sys.executable or "").name.lower()
-    if not python.startswith(("python", "pypy")):  # e.g. uWSGI's own binary
+def available(python: str | None = None) -> bool:
+    """Whether the helper can run: ``python`` (default: ``sys.executable``) is a Python to
+    start it with, and the ADBC SQLite driver is installed.
+
+    >>> available("/usr/bin/uwsgi")     # an embedding server's own binary: not a Python
+    False
+    """
+    name = Path(sys.executable if python is None else python).name.lower()
+    if not name.startswith(("python", "pypy")):  # e.g. uWSGI's own binary
         return False
     return importlib.util.find_spec("adbc_driver_sqlite") is not None
 
 
+def default_command(python: str | None = None) -> tuple[str, ...]:
+    """How the helper is started: ``python`` (default: ``sys.executable``) running
+    :data:`WORKER`, with ``-P`` so that the script's folder (this package) cannot shadow
+    modules such as ``_queue``."""
+    return (sys.executable if python is None else python, "-P", str(WORKER))
+
+
 def read_chunks(
-    database: str, queries: Sequence[tuple[str, str]], *, threads: int = 2
+    database: str,
+    queries: Sequence[tuple[str, str]],
+    *,
+    threads: int = 2,
+    command: Sequence[str] | None = None,
+    start: StartProcess = subprocess.Popen,
 ) -> Generator[tuple[pa.Table, pa.Table]]:
     """(plans, steps) Arrow tables for each (plans SQL, steps SQL) pair, in order.
 
-    The helper runs ahead of the caller by a few chunks at most. Closing the generator early
-    (or an error) stops the helper. Raises :class:`BulkReadError` when the helper fails.
+    The helper (``command``, default :func:`default_command`, started by ``start``) runs
+    ahead of the caller by a few chunks at most. Closing the generator early (or an error)
+    stops the helper. Raises :class:`BulkReadError` when the helper fails.
     """
     request = json.dumps(
         {"database": os.path.abspath(database), "threads": threads, "queries": queries}
     ).encode()
     with tempfile.TemporaryFile() as stderr:
-        # -P: the script's folder (this package) must not shadow modules such as _queue.
-        process = subprocess.Popen(
-            [sys.executable, "-P", str(_WORKER)],
+        process = start(
+            list(default_command() if command is None else command),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,

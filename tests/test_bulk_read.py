@@ -1,13 +1,18 @@
-"""Bulk reads of SQLite stores in a helper process: same rows as in-process, safe fallback."""
+"""Bulk reads of SQLite stores in a helper process: same rows as in-process, safe fallback.
+
+The helper reader is given to each store (``HistoryStore(url, reader=...)``) with what a test
+needs: a low ``min_plans``, a ``start`` that records the processes it starts, or another
+helper ``command``.
+"""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import subprocess
 import sys
 import threading
-from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -18,28 +23,47 @@ import pyarrow as pa
 import pytest
 from sqlalchemy import update
 
-from metalearn import AnalysisInterrupted, HistoryStore, Plan, Warehouse, _sqlite_bulk, _store
+from metalearn import AnalysisInterrupted, HistoryStore, InvalidArgumentError, Plan, Warehouse
+from metalearn import _sqlite_bulk as sqlite_bulk
+from metalearn._readers import (
+    PACKED_SEQ_LIMIT,
+    PLANS_SCHEMA,
+    ReaderFactory,
+    SqlAlchemyReader,
+    SqliteHelperReader,
+    default_reader,
+)
 from metalearn._schema import counters, steps
 from metalearn._warehouse import Interrupt
 from metalearn.synthetic import make_history
 from tests.conftest import END, T0, make_plan
 
+Started = list[subprocess.Popen[bytes]]
+
 
 @pytest.fixture
-def bulk_always(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Use the helper for any range; lists how many chunks each helper run delivered."""
-    monkeypatch.setattr(_store, "BULK_MIN_PLANS", 1)
-    runs: list[int] = []
-    real = _sqlite_bulk.read_chunks
+def started() -> Started:
+    """The helper processes started through :func:`recording` (to check they are gone)."""
+    return []
 
-    def counting(*args: Any, **kwargs: Any) -> Iterator[tuple[pa.Table, pa.Table]]:
-        runs.append(0)
-        for chunk in real(*args, **kwargs):
-            runs[-1] += 1
-            yield chunk
 
-    monkeypatch.setattr(_sqlite_bulk, "read_chunks", counting)
-    return runs
+def recording(started: Started) -> sqlite_bulk.StartProcess:
+    def start(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        started.append(subprocess.Popen(*args, **kwargs))
+        return started[-1]
+
+    return start
+
+
+@pytest.fixture
+def eager(started: Started) -> ReaderFactory:
+    """A helper reader for any range, recording the processes it starts."""
+    return functools.partial(SqliteHelperReader, min_plans=1, start=recording(started))
+
+
+def statuses(started: Started) -> list[int | None]:
+    """Each helper run's exit status: 0 for a run that delivered all its chunks."""
+    return [process.returncode for process in started]
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +80,12 @@ def in_process(store: HistoryStore, after: int, upto: int, chunk: int) -> list[A
 
 
 def test_helper_reads_exactly_the_in_process_rows(
-    history_file: Path, bulk_always: list[int]
+    history_file: Path, eager: ReaderFactory, started: Started, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with HistoryStore(f"sqlite:///{history_file}") as store:
+    with HistoryStore(f"sqlite:///{history_file}", reader=eager) as store:
         helper = list(store.batches_between(100, 2_950, chunk_size=700))
         expected = in_process(store, 100, 2_950, 700)
-    assert bulk_always == [5]  # one helper run, five chunks
+    assert statuses(started) == [0] and "bulk read failed" not in caplog.text  # all five
     assert [b.last_seq for b in helper] == [800, 1_500, 2_200, 2_900, 2_950]
     for got, want in zip(helper, expected, strict=True):
         assert got.plans.equals(want.plans) and got.steps.equals(want.steps)
@@ -69,11 +93,11 @@ def test_helper_reads_exactly_the_in_process_rows(
 
 
 def test_columns_null_in_a_whole_chunk_keep_their_types(
-    tmp_path: Path, bulk_always: list[int]
+    tmp_path: Path, eager: ReaderFactory, started: Started, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The driver types an all-NULL column as int64; the store's types must come back."""
     folder = tmp_path / "a folder #1 at 100%"  # characters a file: URI must escape
-    with HistoryStore(f"sqlite:///{folder / 'nulls.db'}") as store:
+    with HistoryStore(f"sqlite:///{folder / 'nulls.db'}", reader=eager) as store:
         for i in range(6):
             late = i >= 4  # goal type, reward and errors appear only in the last chunk
             store.record_plan(
@@ -86,9 +110,9 @@ def test_columns_null_in_a_whole_chunk_keep_their_types(
                 )
             )  # fmt: skip
         batches = list(store.batches_between(0, 6, chunk_size=4))
-    assert bulk_always == [2]
+    assert statuses(started) == [0] and "bulk read failed" not in caplog.text
     first, last = batches
-    assert first.plans.schema == last.plans.schema == _store.PLANS_SCHEMA
+    assert first.plans.schema == last.plans.schema == PLANS_SCHEMA
     assert first.plans.column("goal_type").to_pylist() == [None] * 4
     assert last.plans.column("goal_type").to_pylist() == ["refund"] * 2
     assert last.steps.column("error").to_pylist() == ["timeout 30"] * 2
@@ -96,14 +120,17 @@ def test_columns_null_in_a_whole_chunk_keep_their_types(
 
 
 def test_cold_build_through_the_helper_equals_the_in_process_build(
-    history_file: Path, monkeypatch: pytest.MonkeyPatch, bulk_always: list[int]
+    history_file: Path, eager: ReaderFactory, started: Started
 ) -> None:
-    with HistoryStore(f"sqlite:///{history_file}") as store:
+    url = f"sqlite:///{history_file}"
+    with (
+        HistoryStore(url, reader=eager) as store,
+        HistoryStore(url, reader=SqlAlchemyReader) as lean,
+    ):
         helper = Warehouse(store, chunk_size=450)
-        assert helper.refresh() == 3_000 and bulk_always == [7]
-        monkeypatch.setattr(_store, "BULK_MIN_PLANS", 10**9)
-        plain = Warehouse(store, chunk_size=450)
-        assert plain.refresh() == 3_000 and bulk_always == [7]
+        assert helper.refresh() == 3_000 and statuses(started) == [0]
+        plain = Warehouse(lean, chunk_size=450)
+        assert plain.refresh() == 3_000 and statuses(started) == [0]
         for table in ("plans", "steps", "tools"):
             query = f"SELECT * FROM {table} ORDER BY ALL"
             with helper.snapshot() as a, plain.snapshot() as b:
@@ -115,68 +142,59 @@ def test_cold_build_through_the_helper_equals_the_in_process_build(
         plain.close()
 
 
+# Runs the real helper on the first two queries only, then dies as if killed (status -9).
+DIES_AFTER_TWO = """
+import io, json, os, runpy, signal, sys
+request = json.load(sys.stdin)
+request["queries"] = request["queries"][:2]
+sys.stdin = io.StringIO(json.dumps(request))
+runpy.run_path(sys.argv[1])["main"]()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
 def test_helper_failure_falls_back_to_in_process_reads(
-    history_file: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    bulk_always: list[int],
-    caplog: pytest.LogCaptureFixture,
+    history_file: Path, tmp_path: Path, started: Started, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The helper dies after two chunks: the rest is read in-process, nothing lost or doubled."""
-    real = _sqlite_bulk.read_chunks
-
-    def dies_after_two(*args: Any, **kwargs: Any) -> Generator[tuple[pa.Table, pa.Table]]:
-        chunks = real(*args, **kwargs)
-        yield next(chunks)
-        yield next(chunks)
-        chunks.close()
-        raise _sqlite_bulk.BulkReadError("the SQLite reader process ended with status -9")
-
-    monkeypatch.setattr(_sqlite_bulk, "read_chunks", dies_after_two)
-    with HistoryStore(f"sqlite:///{history_file}") as store, caplog.at_level(logging.WARNING):
+    script = tmp_path / "dies_after_two.py"
+    script.write_text(DIES_AFTER_TWO)
+    command = (sys.executable, "-P", str(script), str(sqlite_bulk.WORKER))
+    reader = functools.partial(
+        SqliteHelperReader, min_plans=1, command=command, start=recording(started)
+    )
+    with (
+        HistoryStore(f"sqlite:///{history_file}", reader=reader) as store,
+        caplog.at_level(logging.WARNING),
+    ):
         batches = list(store.batches_between(0, 3_000, chunk_size=1_000))
         expected = in_process(store, 0, 3_000, 1_000)
     for got, want in zip(batches, expected, strict=True):
         assert got.plans.equals(want.plans) and got.steps.equals(want.steps)
+    assert statuses(started) == [-9]
     assert "bulk read failed, reading in-process instead" in caplog.text
     assert "status -9" in caplog.text
 
 
-def test_a_failing_helper_reports_its_status_and_output(
-    history_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failing_helper_reports_its_status_and_output(history_file: Path, tmp_path: Path) -> None:
     script = tmp_path / "broken_worker.py"
     script.write_text("import sys\nsys.stderr.write('cannot open the store')\nsys.exit(3)\n")
-    monkeypatch.setattr(_sqlite_bulk, "_WORKER", script)
-    chunks = _sqlite_bulk.read_chunks(str(history_file), [("SELECT 1", "SELECT 1")])
-    with pytest.raises(_sqlite_bulk.BulkReadError, match=r"status 3 .*cannot open the store"):
+    chunks = sqlite_bulk.read_chunks(
+        str(history_file), [("SELECT 1", "SELECT 1")], command=[sys.executable, "-P", str(script)]
+    )
+    with pytest.raises(sqlite_bulk.BulkReadError, match=r"status 3 .*cannot open the store"):
         next(chunks)
 
 
 def test_a_bad_query_ends_the_helper_with_the_driver_error(history_file: Path) -> None:
-    chunks = _sqlite_bulk.read_chunks(str(history_file), [("SELECT * FROM nowhere", "SELECT 1")])
-    with pytest.raises(_sqlite_bulk.BulkReadError, match="no such table: nowhere"):
+    chunks = sqlite_bulk.read_chunks(str(history_file), [("SELECT * FROM nowhere", "SELECT 1")])
+    with pytest.raises(sqlite_bulk.BulkReadError, match="no such table: nowhere"):
         next(chunks)
 
 
-@pytest.fixture
-def started(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
-    """The processes started from here on (the helpers), to check they are gone."""
-    processes: list[subprocess.Popen[bytes]] = []
-    real = subprocess.Popen
-
-    def recording(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
-        processes.append(real(*args, **kwargs))
-        return processes[-1]
-
-    monkeypatch.setattr(subprocess, "Popen", recording)
-    return processes
-
-
-def test_closing_early_stops_the_helper(
-    history_file: Path, started: list[subprocess.Popen[bytes]]
-) -> None:
+def test_closing_early_stops_the_helper(history_file: Path, started: Started) -> None:
     query = ("SELECT * FROM metalearn_plans", "SELECT * FROM metalearn_steps")
-    chunks = _sqlite_bulk.read_chunks(str(history_file), [query] * 50)
+    chunks = sqlite_bulk.read_chunks(str(history_file), [query] * 50, start=recording(started))
     plans, steps = next(chunks)
     assert plans.num_rows == 3_000 and steps.num_rows > 3_000
     chunks.close()
@@ -184,24 +202,32 @@ def test_closing_early_stops_the_helper(
     assert process.poll() is not None  # killed, not left reading 49 more copies
 
 
-def test_helper_is_used_only_where_it_pays(
-    history_file: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_store, "BULK_MIN_PLANS", 1_000)
-    with HistoryStore(f"sqlite:///{history_file}") as store:
-        assert store._bulk_database(0, 1_000) == str(history_file)
-        assert store._bulk_database(1, 1_000) is None  # too few plans to pay for a process
+def test_helper_is_used_only_where_it_pays(history_file: Path, started: Started) -> None:
+    reader = functools.partial(SqliteHelperReader, min_plans=1_000, start=recording(started))
+    with HistoryStore(f"sqlite:///{history_file}", reader=reader) as store:
+        assert len(list(store.batches_between(0, 1_000))) == 1
+        assert statuses(started) == [0]
+        list(store.batches_between(1, 1_000))  # too few plans to pay for a process
+        assert statuses(started) == [0]
+
+
+def test_the_helper_is_chosen_only_where_it_can_run(history_file: Path) -> None:
+    url = f"sqlite:///{history_file}"
+    with HistoryStore(url) as store:
+        assert type(store.reader) is SqliteHelperReader
     with HistoryStore("sqlite://") as memory:
-        assert memory._bulk_database(0, 10**6) is None  # nothing another process could open
-    monkeypatch.setattr(sys, "executable", "/usr/bin/uwsgi")
-    with HistoryStore(f"sqlite:///{history_file}") as store:
-        assert store._bulk_database(0, 10**6) is None  # not a Python to start the helper with
+        assert type(memory.reader) is SqlAlchemyReader  # nothing another process could open
+    uwsgi = functools.partial(default_reader, python="/usr/bin/uwsgi")
+    with HistoryStore(url, reader=uwsgi) as store:
+        assert type(store.reader) is SqlAlchemyReader  # not a Python to start the helper with
+    with pytest.raises(InvalidArgumentError, match="reads a SQLite file, not sqlite://"):
+        HistoryStore("sqlite://", reader=SqliteHelperReader)
 
 
 def test_warehouse_through_the_helper_under_concurrent_writers(
-    tmp_path: Path, bulk_always: list[int]
+    tmp_path: Path, eager: ReaderFactory, started: Started
 ) -> None:
-    with HistoryStore(f"sqlite:///{tmp_path / 'busy.db'}") as store:
+    with HistoryStore(f"sqlite:///{tmp_path / 'busy.db'}", reader=eager) as store:
         store.import_frames(*make_history(500, seed=3, end=END))
         warehouse = Warehouse(store, chunk_size=60)
         done = threading.Event()
@@ -228,15 +254,15 @@ def test_warehouse_through_the_helper_under_concurrent_writers(
         assert plans["plan_id"].tolist() == stored.plans.column("plan_id").to_pylist()
         assert plans["seq"].tolist() == list(range(1, 581))
         assert steps == stored.steps.num_rows
-        assert sum(bulk_always) > 0  # the helper delivered chunks
+        assert 0 in statuses(started)  # the helper delivered chunks
         warehouse.close()
 
 
 def test_a_step_status_outside_the_enum_falls_back_to_exact_rows(
-    tmp_path: Path, bulk_always: list[int], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, eager: ReaderFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Statuses travel as 2-bit codes; a status written around validation must not be lost."""
-    with HistoryStore(f"sqlite:///{tmp_path / 'odd.db'}") as store:
+    with HistoryStore(f"sqlite:///{tmp_path / 'odd.db'}", reader=eager) as store:
         for i in range(3):
             store.record_plan(make_plan(f"p{i}"))
         with store.engine.begin() as conn:
@@ -247,39 +273,38 @@ def test_a_step_status_outside_the_enum_falls_back_to_exact_rows(
     assert batch.steps.column("status").to_pylist() == ["ok"] * 3 + ["paused"] * 3 + ["ok"] * 3
 
 
-def test_seqs_too_large_to_pack_are_read_in_process(tmp_path: Path, bulk_always: list[int]) -> None:
-    with HistoryStore(f"sqlite:///{tmp_path / 'late.db'}") as store:
+def test_seqs_too_large_to_pack_are_read_in_process(
+    tmp_path: Path, eager: ReaderFactory, started: Started
+) -> None:
+    with HistoryStore(f"sqlite:///{tmp_path / 'late.db'}", reader=eager) as store:
         store.record_plan(make_plan("first"))
-        assert store._bulk_database(0, 1) is not None
+        assert isinstance(store.reader, SqliteHelperReader) and store.reader.pays(0, 1)
         with store.engine.begin() as conn:
-            conn.execute(update(counters).values(value=_store._PACKED_SEQ_LIMIT))
+            conn.execute(update(counters).values(value=PACKED_SEQ_LIMIT))
         store.record_plan(make_plan("late"))
-        assert store.last_seq() == _store._PACKED_SEQ_LIMIT + 1
-        assert store._bulk_database(0, store.last_seq()) is None
+        assert store.last_seq() == PACKED_SEQ_LIMIT + 1
+        assert not store.reader.pays(0, store.last_seq())
         batches = list(store.batches_between(0, store.last_seq(), chunk_size=2**28))
-    assert bulk_always == []  # no helper run
+    assert started == []  # no helper run
     assert [p for b in batches for p in b.plans.column("plan_id").to_pylist()] == ["first", "late"]
 
 
+class StopAfterFirstChunk(Interrupt):
+    """Asks to stop while the first chunk loads, as AnalysisQueue.close(drain=False) would
+    from another thread: the warehouse checks before each chunk it loads."""
+
+    def check(self) -> None:
+        super().check()
+        self.request()
+
+
 def test_an_interrupted_cold_build_keeps_its_chunks_and_stops_the_helper(
-    history_file: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    bulk_always: list[int],
-    started: list[subprocess.Popen[bytes]],
+    history_file: Path, eager: ReaderFactory, started: Started
 ) -> None:
-    interrupt = Interrupt()
-    real_load = Warehouse._load
-
-    def load_then_interrupt(self: Warehouse, batch: Any, stop: Interrupt | None) -> int:
-        loaded = real_load(self, batch, stop)
-        interrupt.request()  # as AnalysisQueue.close(drain=False) would, from another thread
-        return loaded
-
-    monkeypatch.setattr(Warehouse, "_load", load_then_interrupt)
-    with HistoryStore(f"sqlite:///{history_file}") as store:
+    with HistoryStore(f"sqlite:///{history_file}", reader=eager) as store:
         warehouse = Warehouse(store, chunk_size=300)
         with pytest.raises(AnalysisInterrupted):
-            warehouse.refresh(interrupt)
+            warehouse.refresh(StopAfterFirstChunk())
         assert warehouse.watermark == 300  # the first chunk is in, consistent
         (process,) = started
         assert process.poll() is not None

@@ -1,0 +1,190 @@
+"""The store's database: which URL, the engine and its SQLite settings, locks, the schema.
+
+Every part of the store (appending, the readers, snapshots) borrows its connections from
+one :class:`Database`, so a connection is always taken the same way: schema created first,
+an in-memory SQLite database serialised, this process's SQLite writers queued on a lock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, insert, select
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import StaticPool
+
+from metalearn._schema import PLAN_COUNTER, counters, metadata, plans
+
+__all__ = ["DEFAULT_URL", "URL_VARIABLE", "Database", "default_url", "frame_rows", "insert_rows"]
+
+DEFAULT_URL = "sqlite:///data/metalearn.db"
+"""The embedded default: a SQLite file under the current directory."""
+URL_VARIABLE = "METALEARN_DB_URL"
+"""The environment variable that names the database when no URL is given."""
+
+_SQLITE_BUSY_TIMEOUT_MS = 30_000
+_INSERT_CHUNK_ROWS = 50_000
+
+
+def default_url() -> str:
+    """The URL a store opens without one: ``$METALEARN_DB_URL``, else :data:`DEFAULT_URL`.
+
+    >>> import os
+    >>> default_url() == (os.environ.get("METALEARN_DB_URL") or "sqlite:///data/metalearn.db")
+    True
+    """
+    return os.environ.get(URL_VARIABLE) or DEFAULT_URL
+
+
+def _resolve_url(url: str | URL | None) -> URL:
+    resolved = make_url(url if url is not None else default_url())
+    if resolved.get_backend_name() == "sqlite" and resolved.database not in (None, "", ":memory:"):
+        Path(resolved.database).parent.mkdir(parents=True, exist_ok=True)
+    return resolved
+
+
+def _is_memory_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _make_engine(url: URL) -> Engine:
+    if _is_memory_sqlite(url):
+        return create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    if url.get_backend_name() == "sqlite":
+        return create_engine(url, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000})
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Database:
+    """A SQLAlchemy engine with the store's tables, and the one way to borrow connections.
+
+    ``url`` is a SQLAlchemy URL, an :class:`~sqlalchemy.Engine` to share (not disposed by
+    :meth:`close`) or ``None`` for :func:`default_url`. Tables are created on first use.
+
+    >>> database = Database("sqlite://")
+    >>> with database.connect() as conn:
+    ...     conn.execute(select(func.count()).select_from(plans)).scalar_one()
+    0
+    >>> database.sqlite_file is None       # in memory: no file another process could open
+    True
+    >>> database.close()
+    """
+
+    def __init__(self, url: str | URL | Engine | None = None) -> None:
+        if isinstance(url, Engine):
+            self.engine, self._owns_engine = url, False
+        else:
+            self.engine, self._owns_engine = _make_engine(_resolve_url(url)), True
+        sqlite = self.engine.dialect.name == "sqlite"
+        if sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        # An in-memory SQLite database is one shared connection: serialise its users.
+        memory = _is_memory_sqlite(self.engine.url)
+        self._serial: AbstractContextManager[Any] = threading.RLock() if memory else nullcontext()
+        # SQLite has one writer at a time. Queueing this process's writers on a lock wakes
+        # the next one the moment a commit ends, where SQLite's busy handler would poll
+        # with sleeps of up to 100 ms; other processes still meet the busy timeout.
+        self._write_lock: AbstractContextManager[Any] = (
+            threading.Lock() if sqlite and not memory else nullcontext()
+        )
+        self._schema_lock = threading.Lock()
+        self._schema_ready = False
+
+    @property
+    def sqlite_file(self) -> str | None:
+        """The SQLite database file, or None (another backend, or SQLite in memory)."""
+        url = self.engine.url
+        if url.get_backend_name() != "sqlite" or _is_memory_sqlite(url):
+            return None
+        return str(url.database)
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A connection for reading (the schema exists by then)."""
+        self.ensure_schema()
+        with self._serial, self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A write transaction, committed when the block ends without an error."""
+        self.ensure_schema()
+        with self._serial, self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    def ensure_schema(self) -> None:
+        """Create the tables and the seq counter row unless this process already did."""
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            with self._serial, self.engine.begin() as conn:
+                metadata.create_all(conn, checkfirst=True)
+            self._ensure_counter()
+            self._schema_ready = True
+
+    def _ensure_counter(self) -> None:
+        counter = select(counters.c.value).where(counters.c.name == PLAN_COUNTER)
+        try:
+            with self._serial, self.engine.begin() as conn:
+                if conn.execute(counter).first() is None:
+                    start = conn.execute(
+                        select(func.coalesce(func.max(plans.c.seq), 0))
+                    ).scalar_one()
+                    conn.execute(insert(counters).values(name=PLAN_COUNTER, value=start))
+        except IntegrityError:
+            pass  # another process created it first
+
+    def close(self) -> None:
+        """Release the pool, when this database created the engine."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+
+def _column_values(column: pd.Series) -> list[Any]:
+    """Python values with every missing cell as None (what DB-API drivers expect)."""
+    if column.dtype.kind in "iub":
+        return column.tolist()
+    values = column.astype(object)
+    return values.where(column.notna(), None).tolist()
+
+
+def frame_rows(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+    """The frame's ``columns`` as row tuples for :func:`insert_rows` (missing -> None)."""
+    return list(zip(*(_column_values(frame[c]) for c in columns), strict=True))
+
+
+def insert_rows(
+    conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert row tuples in chunks, as plain driver ``executemany`` calls where possible."""
+    if not rows:
+        return
+    marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(conn.dialect.paramstyle)
+    for start in range(0, len(rows), _INSERT_CHUNK_ROWS):
+        chunk = rows[start : start + _INSERT_CHUNK_ROWS]
+        if marker is None:
+            conn.execute(insert(table), [dict(zip(columns, r, strict=True)) for r in chunk])
+        else:
+            sql = (
+                f"INSERT INTO {table.name} ({', '.join(columns)}) "
+                f"VALUES ({', '.join([marker] * len(columns))})"
+            )
+            conn.exec_driver_sql(sql, chunk)

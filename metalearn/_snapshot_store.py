@@ -1,0 +1,99 @@
+"""Analysis snapshots in the store: written by background analysis, read by planners.
+
+SQL only, on a connection the caller opened (``HistoryStore`` decides the transaction).
+What a snapshot holds, and how results become rows and back, is
+:mod:`metalearn._snapshots`' job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, delete, func, insert, select
+
+from metalearn._database import frame_rows, insert_rows
+from metalearn._schema import plans, snapshot_patterns, snapshots
+
+__all__ = ["agents_behind", "latest_snapshot", "save_snapshots"]
+
+_PATTERN_COLUMNS = [c.name for c in snapshot_patterns.c if c.name != "snapshot_id"]
+
+
+def save_snapshots(
+    conn: Connection,
+    items: Sequence[tuple[Mapping[str, Any], pd.DataFrame]],
+    *,
+    keep_snapshots: int,
+) -> list[int]:
+    """Insert each (snapshot row, pattern rows) item; keep the newest ``keep_snapshots``
+    snapshots of each agent. Returns the new snapshot ids."""
+    ids = []
+    for header, rows in items:
+        snapshot_id = conn.execute(
+            insert(snapshots).values(**header).returning(snapshots.c.snapshot_id)
+        ).scalar_one()
+        ids.append(int(snapshot_id))
+        columns = [*_PATTERN_COLUMNS, "snapshot_id"]
+        frame = rows[_PATTERN_COLUMNS].assign(snapshot_id=snapshot_id)
+        insert_rows(conn, snapshot_patterns, columns, frame_rows(frame, columns))
+        _prune_snapshots(conn, str(header["agent_id"]), keep_snapshots)
+    return ids
+
+
+def _prune_snapshots(conn: Connection, agent_id: str, keep_snapshots: int) -> None:
+    newest = (
+        select(snapshots.c.snapshot_id)
+        .where(snapshots.c.agent_id == agent_id)
+        .order_by(snapshots.c.snapshot_id.desc())
+        .limit(keep_snapshots)
+    )
+    old = select(snapshots.c.snapshot_id).where(
+        snapshots.c.agent_id == agent_id,
+        snapshots.c.snapshot_id.not_in(newest.scalar_subquery()),
+    )
+    old_ids = conn.execute(old).scalars().all()
+    if old_ids:
+        conn.execute(delete(snapshot_patterns).where(snapshot_patterns.c.snapshot_id.in_(old_ids)))
+        conn.execute(delete(snapshots).where(snapshots.c.snapshot_id.in_(old_ids)))
+
+
+def latest_snapshot(conn: Connection, agent_id: str) -> tuple[dict[str, Any], pd.DataFrame] | None:
+    """The newest snapshot row of an agent and its pattern rows (by rank), or None."""
+    header = (
+        conn.execute(
+            select(snapshots)
+            .where(snapshots.c.agent_id == agent_id)
+            .order_by(snapshots.c.snapshot_id.desc())
+            .limit(1)
+        )
+        .mappings()
+        .first()
+    )
+    if header is None:
+        return None
+    rows = conn.execute(
+        select(snapshot_patterns)
+        .where(snapshot_patterns.c.snapshot_id == header["snapshot_id"])
+        .order_by(snapshot_patterns.c.rank)
+    ).all()
+    columns = [c.name for c in snapshot_patterns.c]
+    return dict(header), pd.DataFrame([tuple(r) for r in rows], columns=columns)
+
+
+def agents_behind(conn: Connection) -> dict[str, int]:
+    """Agents with plans newer than their latest snapshot: agent -> their last seq."""
+    covered = (
+        select(snapshots.c.agent_id, func.max(snapshots.c.through_seq).label("through"))
+        .group_by(snapshots.c.agent_id)
+        .subquery()
+    )
+    last = func.max(plans.c.seq)
+    query = (
+        select(plans.c.agent_id, last)
+        .outerjoin(covered, covered.c.agent_id == plans.c.agent_id)
+        .group_by(plans.c.agent_id, covered.c.through)
+        .having(last > func.coalesce(covered.c.through, 0))
+    )
+    return {agent: int(seq) for agent, seq in conn.execute(query).all()}
