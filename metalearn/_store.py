@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.engine import URL
 
 from metalearn import _interchange_csv, _snapshot_store
+from metalearn._checks import positive_int
 from metalearn._database import (
     DEFAULT_URL,
     URL_VARIABLE,
@@ -28,7 +29,7 @@ from metalearn._database import (
     frame_rows,
     insert_rows,
 )
-from metalearn._errors import DuplicatePlanError
+from metalearn._errors import DuplicatePlanError, InvalidArgumentError
 from metalearn._interchange import (
     ImportReport,
     RowLabel,
@@ -242,7 +243,7 @@ class HistoryStore:
         row_label: RowLabel,
     ) -> ImportReport:
         if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+            raise InvalidArgumentError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
         checked = validate_frames(plan_frame, step_frame)
         problems = list(checked.problems)
         if problems and on_error == "raise":
@@ -282,8 +283,8 @@ class HistoryStore:
         ``step_plan_ids=False`` leaves ``plan_id`` out of the steps table (steps keep their
         plan's ``seq``), which spares a join and a string per step on bulk reads.
         """
-        if limit is not None and limit < 1:
-            raise ValueError(f"limit must be a positive integer or None, not {limit!r}")
+        if limit is not None:
+            positive_int("limit", limit, what="plans, or None for all")
         return self._reader.plans_after(after_seq, limit, step_plan_ids=step_plan_ids)
 
     def plans_between(
@@ -306,8 +307,7 @@ class HistoryStore:
         Should the helper fail, the remaining chunks are read in-process (a warning is
         logged).
         """
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, not {chunk_size}")
+        positive_int("chunk_size", chunk_size, what="plans per chunk")
         return self._reader.batches(chunk_bounds(after_seq, upto_seq, chunk_size))
 
     def iter_batches(self, after_seq: int = 0, batch_size: int = 100_000) -> Iterator[PlanBatch]:
@@ -337,6 +337,7 @@ class HistoryStore:
         """
         if keep is not None:
             keep_snapshots = keep
+        positive_int("keep_snapshots", keep_snapshots, what="snapshots per agent")
         with self._database.begin() as conn:
             return _snapshot_store.save_snapshots(conn, items, keep_snapshots=keep_snapshots)
 

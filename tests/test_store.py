@@ -13,7 +13,13 @@ import pandas as pd
 import pytest
 from sqlalchemy import inspect, text
 
-from metalearn import DuplicatePlanError, HistoryStore, InvalidRecordError, Plan
+from metalearn import (
+    DuplicatePlanError,
+    HistoryStore,
+    InvalidArgumentError,
+    InvalidRecordError,
+    Plan,
+)
 from metalearn.synthetic import make_history
 from tests.conftest import T0, TAU_BENCH, make_plan
 
@@ -322,7 +328,7 @@ def test_import_rejects_naive_datetime_columns(sqlite_store: HistoryStore) -> No
 
 
 def test_on_error_must_be_known(sqlite_store: HistoryStore) -> None:
-    with pytest.raises(ValueError, match="on_error must be 'raise' or 'skip', not 'ignore'"):
+    with pytest.raises(InvalidArgumentError, match="on_error must be 'raise' or 'skip', not 'ig"):
         sqlite_store.import_frames(*small_frames(), on_error="ignore")  # type: ignore[arg-type]
 
 
@@ -434,8 +440,10 @@ def test_plans_after_pages_by_watermark(store: HistoryStore) -> None:
     assert store.plans_after(watermark).last_seq == watermark
     all_steps = pd.concat([b.steps.to_pandas() for b in store.iter_batches(batch_size=100)])
     assert len(all_steps) == len(steps)
-    with pytest.raises(ValueError, match="limit must be a positive integer or None"):
+    with pytest.raises(InvalidArgumentError, match=r"limit must be an integer >= 1 \(plans, or"):
         store.plans_after(0, limit=0)
+    with pytest.raises(InvalidArgumentError, match="chunk_size must be an integer >= 1"):
+        store.batches_between(0, 250, chunk_size=0)
 
 
 def test_synthetic_history_survives_the_store(sqlite_store: HistoryStore) -> None:
@@ -568,3 +576,44 @@ def test_plans_between_reads_a_seq_range(store: HistoryStore) -> None:
     assert "plan_id" not in lean.steps.column_names
     assert lean.steps.column("seq").to_pylist() == [3, 3, 4, 4, 5, 5]
     assert len(store.plans_between(6, 9)) == 0
+
+
+# -- analysis snapshots ------------------------------------------------------------------
+
+
+def snapshot_item(agent_id: str, through_seq: int) -> tuple[dict[str, object], pd.DataFrame]:
+    """A snapshot row and one pattern row, in the columns of the snapshot tables."""
+    header = {
+        "agent_id": agent_id, "through_seq": through_seq, "computed_at_us": 0,
+        "duration_ms": 1.0, "time_range_days": None, "as_of_us": 0, "plans": 10,
+        "successes": 6, "patterns_tested": 1, "patterns_significant": 0, "min_length": 2,
+        "max_length": 4, "min_support": 5, "fdr": 0.05, "analysis": "{}",
+    }  # fmt: skip
+    pattern = pd.DataFrame(
+        {
+            "rank": [0], "pattern": ["search → respond"], "length": [2], "plans": [10],
+            "successes": [6], "success_rate": [0.6], "ci_low": [0.3], "ci_high": [0.85],
+            "lift": [1.1], "p_value": [0.5], "q_value": [0.5], "significant": [False],
+            "direction": ["success"],
+        }
+    )  # fmt: skip
+    return header, pattern
+
+
+def test_snapshots_keep_the_newest_per_agent(store: HistoryStore) -> None:
+    store.record_plan(make_plan("p", agent_id="a"))
+    assert store.agents_behind() == {"a": 1}
+    ids = [store.save_snapshots([snapshot_item("a", 1)], keep_snapshots=2)[0] for _ in range(3)]
+    found = store.latest_snapshot("a")
+    assert found is not None
+    header, patterns = found
+    assert header["snapshot_id"] == ids[-1] and patterns["pattern"].tolist() == ["search → respond"]
+    assert store.agents_behind() == {} and store.latest_snapshot("b") is None
+    with store.engine.connect() as conn:
+        kept = conn.execute(text("SELECT snapshot_id FROM metalearn_snapshots")).scalars().all()
+    assert sorted(kept) == ids[1:]
+    store.save_snapshots([snapshot_item("a", 1)], keep=1)  # the old name of keep_snapshots
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM metalearn_snapshots")).scalar_one() == 1
+    with pytest.raises(InvalidArgumentError, match="keep_snapshots must be an integer >= 1"):
+        store.save_snapshots([snapshot_item("a", 1)], keep_snapshots=0)
