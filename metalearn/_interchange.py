@@ -1,4 +1,5 @@
-"""The interchange format: validating plan/step tables in bulk, and writing them back.
+"""The interchange format: validating plan/step tables in bulk, reporting an import's
+rejections, and spelling timestamps for the files written back.
 
 Plans: ``plan_id, agent_id, goal_type, status, started_at, finished_at`` and the optional
 ``reward, error, priority``. Steps: ``plan_id, step_index, tool, status`` and the optional
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from metalearn._errors import InvalidRecordError
-from metalearn._types import MAX_NAME_LENGTH, PlanStatus, StepStatus
+from metalearn._types import _STEP_FIELDS, ISO_UTC_FORMAT, MAX_NAME_LENGTH, PlanStatus, StepStatus
 
 __all__ = [
     "PLAN_COLUMNS",
@@ -41,7 +42,7 @@ PLAN_COLUMNS = (
     "error",
     "priority",
 )
-STEP_COLUMNS = ("plan_id", "step_index", "tool", "status", "duration_ms", "error")
+STEP_COLUMNS = ("plan_id", *_STEP_FIELDS)  # a Step's fields, and whose step it is
 _REQUIRED = {
     "plans": ("plan_id", "agent_id", "status", "started_at", "finished_at"),
     "steps": ("plan_id", "step_index", "tool", "status"),
@@ -410,7 +411,7 @@ def format_timestamps(stamps: pd.Series) -> pd.Series:
     >>> format_timestamps(pd.Series(pd.to_datetime(["2024-11-22T01:00:00+01:00"]))).tolist()
     ['2024-11-22T00:00:00.000000Z']
     """
-    text: pd.Series = stamps.dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    text: pd.Series = stamps.dt.tz_convert("UTC").dt.strftime(ISO_UTC_FORMAT)
     return text
 
 

@@ -13,7 +13,6 @@ message says what to do); 2 bad arguments; 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +39,7 @@ __all__ = ["main"]
 
 DEMO_PLANS = 20_000
 DEFAULT_OUT = "reports"
-_DB_HELP = "SQLAlchemy URL (default: $METALEARN_DB_URL or sqlite:///data/metalearn.db)"
+_DB_HELP = f"SQLAlchemy URL (default: ${HistoryStore.URL_VARIABLE} or {HistoryStore.DEFAULT_URL})"
 _CHUNK = 2_000  # plans per write while building the demo, so the bar moves
 
 
@@ -216,14 +215,10 @@ def _require_database(url: str) -> None:
 
 def _report(args: argparse.Namespace) -> int:
     progress = _Progress(quiet=args.quiet)
-    _require_database(args.db if args.db is not None else _default_url())
+    _require_database(args.db if args.db is not None else HistoryStore.default_url())
     with HistoryStore(args.db) as store:
         print(_report_to(store, args, progress))
     return 0
-
-
-def _default_url() -> str:
-    return os.environ.get("METALEARN_DB_URL") or "sqlite:///data/metalearn.db"
 
 
 # -- import ----------------------------------------------------------------------------
@@ -344,7 +339,7 @@ def _report_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         help="analyse a store: success rates, patterns, plots and CSV tables",
         description="Run both analyses on a store, write PNG plots and CSV tables and print "
         "a summary.",
-        epilog="example: metalearn report --db sqlite:///data/metalearn.db --agent support-bot "
+        epilog=f"example: metalearn report --db {HistoryStore.DEFAULT_URL} --agent support-bot "
         "--days 30 --out reports/support-bot",
     )
     report.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
@@ -407,7 +402,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _explain(err: Exception) -> str:
     if isinstance(err, ArgumentError):
-        return (f"{err}; give a SQLAlchemy URL such as sqlite:///data/metalearn.db or "
+        return (f"{err}; give a SQLAlchemy URL such as {HistoryStore.DEFAULT_URL} or "
                 "postgresql+psycopg://user:password@host/database")  # fmt: skip
     if isinstance(err, ImportError):
         return (
