@@ -12,12 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from metalearn._errors import InvalidArgumentError
 
-__all__ = ["Window", "normalised_errors"]
+__all__ = ["Window"]
 
 
 @dataclass(frozen=True)
@@ -157,31 +154,6 @@ FROM (
 ) JOIN tools AS t USING (tool_id)
 """
 )
-
-# Masks, in order: quoted values, UUIDs, tokens mixing letters and digits (ids such as
-# req_33080, u-48213, 0x1f), then numbers; then whitespace runs become one space (only
-# runs that change are matched: a regex replacement per single space costs twice the rest).
-# RE2 syntax (pyarrow's regex engine, as DuckDB's). Applied once per distinct error text of
-# the error steps when the warehouse loads them (steps.error_norm).
-_MASKS = (
-    ("'[^']*'|\"[^\"]*\"", "<str>"),
-    ("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", "<id>"),
-    (r"\b(?:[A-Za-z_]+[-_]?[0-9]|[0-9]+[A-Za-z_])[A-Za-z0-9_-]*", "<id>"),
-    (r"[0-9]+(?:\.[0-9]+)?", "<n>"),
-    (r"\s{2,}|[\t\n\f\r]", " "),  # RE2's \s is [\t\n\f\r ]
-)
-
-
-def normalised_errors(texts: pa.Array) -> pa.Array:
-    """Error texts with their variable parts masked (a missing text reads as no message).
-
-    ``texts`` is a string array; one failure then reads the same every time.
-    """
-    masked = pc.coalesce(texts, pa.scalar("(no message)", pa.string()))
-    for pattern, mask in _MASKS:
-        masked = pc.replace_substring_regex(masked, pattern=pattern, replacement=mask)
-    return pc.utf8_trim(masked, characters=" ")
-
 
 FAILURE_REASONS = (
     _WINDOW

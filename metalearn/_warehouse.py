@@ -29,11 +29,14 @@ import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from metalearn._arrays import first_occurrences
+from metalearn._checks import positive_int
 from metalearn._errors import AnalysisInterrupted
-from metalearn._queries import normalised_errors
+from metalearn._interrupt import Interrupt
 from metalearn._store import HistoryStore, PlanBatch
 
-__all__ = ["Interrupt", "Snapshot", "Warehouse"]
+# Interrupt lives in _interrupt, which imports no DuckDB; it is re-exported here, beside
+# the refresh() that takes one.
+__all__ = ["Interrupt", "Snapshot", "Warehouse", "normalised_errors"]
 
 SCHEMA_VERSION = 2
 
@@ -93,6 +96,31 @@ UPDATE sync_state SET value = $watermark WHERE key = 'watermark';
 
 _WATERMARK = "SELECT value FROM sync_state WHERE key = 'watermark'"
 _VERSION = "SELECT value FROM sync_state WHERE key = 'schema_version'"
+
+
+# Masks, in order: quoted values, UUIDs, tokens mixing letters and digits (ids such as
+# req_33080, u-48213, 0x1f), then numbers; then whitespace runs become one space (only
+# runs that change are matched: a regex replacement per single space costs twice the rest).
+# RE2 syntax (pyarrow's regex engine, as DuckDB's). Applied once per distinct error text of
+# the error steps when the warehouse loads them (steps.error_norm).
+_MASKS = (
+    ("'[^']*'|\"[^\"]*\"", "<str>"),
+    ("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", "<id>"),
+    (r"\b(?:[A-Za-z_]+[-_]?[0-9]|[0-9]+[A-Za-z_])[A-Za-z0-9_-]*", "<id>"),
+    (r"[0-9]+(?:\.[0-9]+)?", "<n>"),
+    (r"\s{2,}|[\t\n\f\r]", " "),  # RE2's \s is [\t\n\f\r ]
+)
+
+
+def normalised_errors(texts: pa.Array) -> pa.Array:
+    """Error texts with their variable parts masked (a missing text reads as no message).
+
+    ``texts`` is a string array; one failure then reads the same every time.
+    """
+    masked = pc.coalesce(texts, pa.scalar("(no message)", pa.string()))
+    for pattern, mask in _MASKS:
+        masked = pc.replace_substring_regex(masked, pattern=pattern, replacement=mask)
+    return pc.utf8_trim(masked, characters=" ")
 
 
 def _naive_utc(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -175,8 +203,14 @@ class Snapshot:
         return _scalar(self._cursor, sql)
 
     def arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        """Run a query and fetch the result as an Arrow table."""
-        table: pa.Table = self._cursor.sql(sql, params=dict(params or {})).to_arrow_table()
+        """Run a query and fetch the result as an Arrow table.
+
+        A query stopped by :meth:`interrupt` raises :class:`AnalysisInterrupted`.
+        """
+        try:
+            table: pa.Table = self._cursor.sql(sql, params=dict(params or {})).to_arrow_table()
+        except duckdb.InterruptException as error:
+            raise AnalysisInterrupted("the analysis query was interrupted") from error
         return table
 
     def frame(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -185,46 +219,11 @@ class Snapshot:
         return frame
 
     def interrupt(self) -> None:
-        """Stop the query running in this snapshot (from another thread)."""
+        """Stop the query running in this snapshot (from another thread).
+
+        This is what an attached :class:`~metalearn._interrupt.Interrupt` calls.
+        """
         self._cursor.interrupt()
-
-
-class Interrupt:
-    """Lets another thread stop a job: flags it and interrupts its running DuckDB query.
-
-    The job checks :meth:`check` between steps and attaches its snapshot while querying.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._snapshot: Snapshot | None = None
-        self.requested = False
-
-    def request(self) -> None:
-        """Stop the job as soon as possible (safe from any thread)."""
-        with self._lock:
-            self.requested = True
-            if self._snapshot is not None:
-                self._snapshot.interrupt()
-
-    def check(self) -> None:
-        """Raise :class:`AnalysisInterrupted` if an interrupt was requested."""
-        if self.requested:
-            raise AnalysisInterrupted("the analysis was interrupted (queue closed without drain)")
-
-    @contextmanager
-    def attached(self, snapshot: Snapshot) -> Iterator[Snapshot]:
-        """While inside, :meth:`request` also interrupts this snapshot's query."""
-        with self._lock:
-            self._snapshot = snapshot
-        try:
-            self.check()
-            yield snapshot
-        except duckdb.InterruptException as error:
-            raise AnalysisInterrupted("the analysis query was interrupted") from error
-        finally:
-            with self._lock:
-                self._snapshot = None
 
 
 class Warehouse:
@@ -245,10 +244,8 @@ class Warehouse:
     def __init__(
         self, store: HistoryStore, *, path: str | Path | None = None, chunk_size: int = 100_000
     ) -> None:
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, not {chunk_size}")
         self._store = store
-        self._chunk_size = chunk_size
+        self._chunk_size = positive_int("chunk_size", chunk_size, what="plans")
         self._path = Path(path) if path is not None else None
         if self._path is not None:
             self._path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from metalearn import (
     MetaLearningService,
     Plan,
 )
-from metalearn._queries import normalised_errors
+from metalearn._warehouse import normalised_errors
 from metalearn.synthetic import make_history
 from tests.conftest import END, T0
 

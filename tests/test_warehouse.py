@@ -140,7 +140,7 @@ def test_closed_warehouse_says_so(sqlite_store: HistoryStore) -> None:
     mirror.close()
     with pytest.raises(RuntimeError, match="this warehouse is closed"):
         mirror.refresh()
-    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+    with pytest.raises(ValueError, match="chunk_size must be an integer >= 1"):
         Warehouse(sqlite_store, chunk_size=0)
 
 
