@@ -4,7 +4,6 @@ Record plans (ordered tool calls that end succeeded or failed) in a SQL database
 out which agents, goal types, tools and tool sequences go with success.
 """
 
-from metalearn._analysis import ExecutionAnalysis
 from metalearn._errors import (
     AnalysisInterrupted,
     DuplicatePlanError,
@@ -16,8 +15,8 @@ from metalearn._errors import (
     QueueFullError,
 )
 from metalearn._execution import ExecutionService, FinalizeResult
-from metalearn._patterns import PatternReport
 from metalearn._queue import AnalysisQueue
+from metalearn._results import ExecutionAnalysis, PatternReport
 from metalearn._service import MetaLearningService
 from metalearn._store import HistoryStore, ImportReport, PlanBatch
 from metalearn._types import Plan, PlanStatus, Step, StepStatus

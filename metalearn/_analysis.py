@@ -2,112 +2,24 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from metalearn import _queries as q
 from metalearn._queries import Window
+from metalearn._results import (
+    DAY_COLUMNS,
+    FAILURE_COLUMNS,
+    PLAN_COLUMNS,
+    TOOL_COLUMNS,
+    ExecutionAnalysis,
+)
 from metalearn._stats import wilson_interval
 from metalearn._warehouse import Snapshot
 
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
-
-__all__ = ["ExecutionAnalysis", "analyze"]
-
-RATE_COLUMNS = ["plans", "successes", "success_rate", "ci_low", "ci_high"]
-PLAN_COLUMNS = [*RATE_COLUMNS, "median_duration_s", "p95_duration_s"]
-TOOL_COLUMNS = [
-    "tool", "calls", "errors", "error_rate", *RATE_COLUMNS,
-    "median_duration_ms", "p95_duration_ms",
-]  # fmt: skip
-DAY_COLUMNS = ["day", *RATE_COLUMNS]
-FAILURE_COLUMNS = ["tool", "error", "count", "plans"]
-
-
-@dataclass(frozen=True, repr=False)
-class ExecutionAnalysis:
-    """Success rates, durations and failure reasons of the plans in one window.
-
-    Every rate comes with its count and a 95% Wilson interval (``ci_low``, ``ci_high``).
-
-    - ``overall``: one row: plans, successes, success_rate, ci_low, ci_high,
-      median_duration_s, p95_duration_s
-    - ``by_agent``: agent_id + the same columns; ``by_goal_type``: goal_type (missing shown
-      as ``"(none)"``) + the same columns
-    - ``by_tool``: tool, calls, errors, error_rate, plans (that used the tool), successes,
-      success_rate, ci_low, ci_high, median_duration_ms, p95_duration_ms
-    - ``by_day``: day (UTC date), plans, successes, success_rate, ci_low, ci_high
-    - ``failure_reasons``: tool, error (numbers, ids and quoted values masked), count
-      (error steps), plans
-
-    Groups are sorted by ``plans`` descending (``by_day`` by day; ``failure_reasons`` by
-    count). ``through_seq`` is the highest plan ``seq`` the analysis saw.
-    """
-
-    overall: pd.DataFrame
-    by_agent: pd.DataFrame
-    by_goal_type: pd.DataFrame
-    by_tool: pd.DataFrame
-    by_day: pd.DataFrame
-    failure_reasons: pd.DataFrame
-    agent_id: str | None
-    time_range_days: float | None
-    as_of: datetime
-    through_seq: int
-    computed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    @property
-    def n_plans(self) -> int:
-        """Plans in the window."""
-        return int(self.overall["plans"].iloc[0])
-
-    @property
-    def success_rate(self) -> float:
-        """Overall success rate (NaN for an empty window)."""
-        return float(self.overall["success_rate"].iloc[0])
-
-    def __repr__(self) -> str:
-        window = "all" if self.time_range_days is None else f"{self.time_range_days:g}d"
-        return (
-            f"<ExecutionAnalysis agent={self.agent_id or 'all'} window={window} "
-            f"plans={self.n_plans} success_rate={self.success_rate:.3f} "
-            f"through_seq={self.through_seq}>"
-        )
-
-    def plot(self, kind: str = "success_rates", **options: Any) -> Axes:
-        """Draw one of this analysis's plots and return its matplotlib ``Axes``.
-
-        ``kind`` picks the function of :mod:`metalearn.plots`: ``"success_rates"``
-        (:func:`~metalearn.plots.plot_success_rates`; ``by="agent"``, ``"goal_type"`` or
-        ``"tool"``, ``top=``), ``"trend"`` (:func:`~metalearn.plots.plot_success_trend`)
-        or ``"failure_reasons"`` (:func:`~metalearn.plots.plot_failure_reasons`; ``top=``).
-        ``ax=`` draws on existing axes instead of a new figure.
-        """
-        from metalearn import plots  # plots import this module, not the other way round
-
-        return plots._plot(self, kind, options)
-
-    def to_csv(self, directory: str | os.PathLike[str]) -> list[Path]:
-        """Write this analysis's tables as CSV files into ``directory``; return the paths.
-
-        The files and their columns are listed in :mod:`metalearn.export`.
-        """
-        from metalearn import export
-
-        return export.export_csv(self, directory)
-
-    def _repr_html_(self) -> str:
-        from metalearn import export
-
-        return export.to_html(self)
+__all__ = ["analyze", "analyze_groups", "with_rates"]
 
 
 def with_rates(frame: pd.DataFrame) -> pd.DataFrame:

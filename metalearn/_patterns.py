@@ -11,11 +11,7 @@ are computed at once (:mod:`metalearn._stats`).
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -26,105 +22,14 @@ from numpy.typing import NDArray
 from metalearn import _queries as q
 from metalearn._analysis import with_rates
 from metalearn._arrays import dense_codes, first_occurrences
-from metalearn._queries import Window
+from metalearn._queries import PatternOptions, Window
+from metalearn._results import PATTERN_COLUMNS, PatternReport
 from metalearn._stats import benjamini_hochberg, fisher_exact_two_sided
 from metalearn._warehouse import Snapshot
 
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
-
-__all__ = ["PATTERN_COLUMNS", "PatternReport", "count_patterns", "extract", "extract_groups"]
-
-PATTERN_COLUMNS = [
-    "pattern", "pattern_text", "length", "plans", "successes", "success_rate", "ci_low",
-    "ci_high", "lift", "p_value", "q_value", "significant", "direction",
-]  # fmt: skip
+__all__ = ["count_patterns", "extract", "extract_groups"]
 
 Ints = NDArray[np.int64]
-
-
-@dataclass(frozen=True, repr=False)
-class PatternReport:
-    """Tool sequences tested for an effect on success in one window of plans.
-
-    ``patterns`` has one row per contiguous tool sequence contained in at least
-    ``min_support`` plans: pattern (tuple of tools), pattern_text (``" → "``-joined),
-    length, plans (containing it), successes, success_rate, ci_low, ci_high (95% Wilson),
-    lift (success_rate / baseline_rate), p_value (two-sided Fisher exact test of with /
-    without x succeeded / failed), q_value (Benjamini-Hochberg over all rows), significant
-    (q_value <= fdr) and direction (``"success"`` if lift > 1 else ``"failure"``); most
-    significant first.
-    """
-
-    patterns: pd.DataFrame
-    baseline_rate: float
-    n_plans: int
-    n_successes: int
-    agent_id: str | None
-    time_range_days: float | None
-    as_of: datetime
-    min_length: int
-    max_length: int
-    min_support: int
-    fdr: float
-    through_seq: int
-    computed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    @property
-    def successful(self) -> pd.DataFrame:
-        """Significant patterns that go with success, highest lift first.
-
-        Ties (patterns found in exactly the same plans) put the longest pattern first.
-        """
-        return self._significant("success", lift_ascending=False)
-
-    @property
-    def failing(self) -> pd.DataFrame:
-        """Significant patterns that go with failure, lowest lift first."""
-        return self._significant("failure", lift_ascending=True)
-
-    def _significant(self, direction: str, *, lift_ascending: bool) -> pd.DataFrame:
-        rows = self.patterns[
-            self.patterns["significant"] & (self.patterns["direction"] == direction)
-        ]
-        rows = rows.sort_values(
-            ["lift", "plans", "length", "pattern_text"],
-            ascending=[lift_ascending, False, False, True],
-        )
-        return rows.reset_index(drop=True)
-
-    def __repr__(self) -> str:
-        window = "all" if self.time_range_days is None else f"{self.time_range_days:g}d"
-        significant = int(self.patterns["significant"].sum())
-        return (
-            f"<PatternReport agent={self.agent_id or 'all'} window={window} "
-            f"plans={self.n_plans} patterns={len(self.patterns)} significant={significant} "
-            f"baseline_rate={self.baseline_rate:.3f} through_seq={self.through_seq}>"
-        )
-
-    def plot(self, **options: Any) -> Axes:
-        """Draw the strongest significant patterns and return the matplotlib ``Axes``.
-
-        Options are those of :func:`metalearn.plots.plot_patterns` (``top=``, ``fold=``,
-        ``ax=``).
-        """
-        from metalearn import plots  # plots import this module, not the other way round
-
-        return plots._plot(self, "patterns", options)
-
-    def to_csv(self, directory: str | os.PathLike[str]) -> list[Path]:
-        """Write the report's tables as CSV files into ``directory``; return the paths.
-
-        The files and their columns are listed in :mod:`metalearn.export`.
-        """
-        from metalearn import export
-
-        return export.export_csv(self, directory)
-
-    def _repr_html_(self) -> str:
-        from metalearn import export
-
-        return export.to_html(self)
 
 
 @dataclass(frozen=True)
@@ -243,14 +148,6 @@ def _pattern_rows(
 
 
 @dataclass(frozen=True)
-class _Options:
-    min_length: int
-    max_length: int
-    min_support: int
-    fdr: float
-
-
-@dataclass(frozen=True)
 class _Steps:
     """A window's steps as integer arrays, in plan and step order."""
 
@@ -307,7 +204,7 @@ def _report(
     steps: _Steps,
     names: NDArray[np.object_],
     rows: NDArray[np.bool_] | slice,
-    options: _Options,
+    options: PatternOptions,
     n_plans: int,
     n_successes: int,
 ) -> pd.DataFrame:
@@ -321,16 +218,9 @@ def _report(
 
 
 def extract_groups(
-    snapshot: Snapshot,
-    window: Window,
-    *,
-    min_length: int,
-    max_length: int,
-    min_support: int,
-    fdr: float,
+    snapshot: Snapshot, window: Window, options: PatternOptions
 ) -> dict[str | None, PatternReport]:
     """Mine and test the patterns of each group of ``window`` (one query for all groups)."""
-    options = _Options(min_length, max_length, min_support, fdr)
     totals = snapshot.frame(window.sql(q.PATTERN_PLANS), window.params)
     steps = _Steps.read(snapshot.arrow(window.sql(q.PATTERN_STEPS), window.params),
                         window.per_agent)  # fmt: skip
@@ -350,26 +240,12 @@ def extract_groups(
             agent_id=key if window.per_agent else window.agent_id,
             time_range_days=window.time_range_days,
             as_of=window.as_of,
-            min_length=min_length,
-            max_length=max_length,
-            min_support=min_support,
-            fdr=fdr,
+            options=options,
             through_seq=snapshot.through_seq,
         )
     return reports
 
 
-def extract(
-    snapshot: Snapshot,
-    window: Window,
-    *,
-    min_length: int,
-    max_length: int,
-    min_support: int,
-    fdr: float,
-) -> PatternReport:
+def extract(snapshot: Snapshot, window: Window, options: PatternOptions) -> PatternReport:
     """The :class:`PatternReport` of a one-group window."""
-    return extract_groups(
-        snapshot, window, min_length=min_length, max_length=max_length,
-        min_support=min_support, fdr=fdr,
-    )[None]  # fmt: skip
+    return extract_groups(snapshot, window, options)[None]

@@ -1,8 +1,10 @@
-"""Every analysis query, in one place, and the window they share.
+"""Every analysis query, in one place, and the options they share.
 
 Queries run on the warehouse's tables (``plans``, ``steps``, ``tools``; timestamps are
 naive UTC) through a :class:`~metalearn._warehouse.Snapshot`. Keeping them together is
 what lets them move to a portable expression layer later without touching the analyses.
+The options of an analysis are checked and frozen once, where a public method receives
+them: :class:`Window` (which plans) and :class:`PatternOptions` (which patterns).
 """
 
 from __future__ import annotations
@@ -14,7 +16,22 @@ from typing import Any
 
 from metalearn._errors import InvalidArgumentError
 
-__all__ = ["Window"]
+__all__ = ["PatternOptions", "Window", "window_days"]
+
+
+def window_days(time_range_days: float | None) -> float | None:
+    """``time_range_days`` if it is a number > 0 or None, else :class:`InvalidArgumentError`."""
+    if time_range_days is not None and (
+        isinstance(time_range_days, bool)
+        or not isinstance(time_range_days, int | float)
+        or not math.isfinite(time_range_days)
+        or time_range_days <= 0
+    ):
+        raise InvalidArgumentError(
+            f"time_range_days must be a number > 0, or None for the whole history, "
+            f"not {time_range_days!r}"
+        )
+    return time_range_days
 
 
 @dataclass(frozen=True)
@@ -48,16 +65,7 @@ class Window:
                 raise InvalidArgumentError(
                     f"agent_id must be a non-empty string or None (all agents), not {name!r}"
                 )
-        if time_range_days is not None and (
-            isinstance(time_range_days, bool)
-            or not isinstance(time_range_days, int | float)
-            or not math.isfinite(time_range_days)
-            or time_range_days <= 0
-        ):
-            raise InvalidArgumentError(
-                f"time_range_days must be a number > 0, or None for the whole history, "
-                f"not {time_range_days!r}"
-            )
+        window_days(time_range_days)
         if as_of is None:
             as_of = datetime.now(UTC)
         elif not isinstance(as_of, datetime) or as_of.utcoffset() is None:
@@ -93,6 +101,52 @@ class Window:
     def sql(self, query: str) -> str:
         """A query with its ``{group}`` key: the agent, or one constant group."""
         return query.format(group="agent_id" if self.per_agent else "NULL::VARCHAR")
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class PatternOptions:
+    """Which tool sequences a pattern analysis mines and how it judges them.
+
+    Contiguous sequences of ``min_length..max_length`` tools found in at least
+    ``min_support`` plans, significant at false discovery rate ``fdr``. The fields are
+    named as the keyword arguments of the public methods that take them.
+
+    >>> PatternOptions.build(min_length=1, max_length=3, min_support=20, fdr=0.05)
+    PatternOptions(min_length=1, max_length=3, min_support=20, fdr=0.05)
+    >>> PatternOptions.build(min_length=2, max_length=1, min_support=20, fdr=0.05)
+    Traceback (most recent call last):
+    ...
+    metalearn._errors.InvalidArgumentError: max_length must be an integer >= min_length (2), not 1
+    """
+
+    min_length: int
+    max_length: int
+    min_support: int
+    fdr: float
+
+    @classmethod
+    def build(
+        cls, *, min_length: int, max_length: int, min_support: int, fdr: float
+    ) -> PatternOptions:
+        """The options, checked: one clear error for the first value out of range."""
+        if not _whole(min_length) or min_length < 1:
+            raise InvalidArgumentError(f"min_length must be an integer >= 1, not {min_length!r}")
+        if not _whole(max_length) or max_length < min_length:
+            raise InvalidArgumentError(
+                f"max_length must be an integer >= min_length ({min_length}), not {max_length!r}"
+            )
+        if not _whole(min_support) or min_support < 1:
+            raise InvalidArgumentError(
+                "min_support must be an integer >= 1 (plans containing a pattern), "
+                f"not {min_support!r}"
+            )
+        if isinstance(fdr, bool) or not isinstance(fdr, int | float) or not 0 < fdr <= 1:
+            raise InvalidArgumentError(f"fdr must be a number in (0, 1], not {fdr!r}")
+        return cls(min_length, max_length, min_support, fdr)
 
 
 _WINDOW = """

@@ -415,14 +415,17 @@ class SqliteHelperReader(SqlAlchemyReader):
     chunks. Should it fail, the remaining chunks are read in-process and a warning is
     logged. Every other read is :class:`SqlAlchemyReader`'s.
 
-    >>> import functools
+    >>> import functools, tempfile
     >>> from metalearn import HistoryStore
-    >>> eager = functools.partial(SqliteHelperReader, min_plans=1)
-    >>> HistoryStore("sqlite://", reader=eager)
-    Traceback (most recent call last):
-    ...
-    metalearn._errors.InvalidArgumentError: SqliteHelperReader reads a SQLite file, not sqlite://; use SqlAlchemyReader
-    """  # noqa: E501 - a doctest's expected line cannot be wrapped
+    >>> from metalearn.synthetic import make_history
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> eager = functools.partial(SqliteHelperReader, min_plans=100)
+    >>> store = HistoryStore(f"sqlite:///{folder.name}/history.db", reader=eager)
+    >>> _ = store.import_frames(*make_history(300, seed=1))
+    >>> [len(batch) for batch in store.batches_between(0, 300, chunk_size=120)]  # in a helper
+    [120, 120, 60]
+    >>> store.close(); folder.cleanup()
+    """
 
     def __init__(
         self,

@@ -17,10 +17,11 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
-from metalearn._analysis import ExecutionAnalysis, analyze, analyze_groups
+from metalearn._analysis import analyze, analyze_groups
 from metalearn._errors import InvalidArgumentError
-from metalearn._patterns import PatternReport, extract, extract_groups
-from metalearn._queries import Window
+from metalearn._patterns import extract, extract_groups
+from metalearn._queries import PatternOptions, Window
+from metalearn._results import ExecutionAnalysis, PatternReport
 from metalearn._snapshots import analysis_from_snapshot, report_from_snapshot, snapshot_rows
 from metalearn._store import HistoryStore
 from metalearn._warehouse import Interrupt, Warehouse
@@ -54,24 +55,6 @@ def _async_twin(
         + inspect.cleandoc(sync.__doc__ or "").split("\n\n>>>")[0]
     )
     return twin
-
-
-def _check_pattern_options(min_length: int, max_length: int, min_support: int, fdr: float) -> None:
-    def whole(value: object) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    if not whole(min_length) or min_length < 1:
-        raise InvalidArgumentError(f"min_length must be an integer >= 1, not {min_length!r}")
-    if not whole(max_length) or max_length < min_length:
-        raise InvalidArgumentError(
-            f"max_length must be an integer >= min_length ({min_length}), not {max_length!r}"
-        )
-    if not whole(min_support) or min_support < 1:
-        raise InvalidArgumentError(
-            f"min_support must be an integer >= 1 (plans containing a pattern), not {min_support!r}"
-        )
-    if isinstance(fdr, bool) or not isinstance(fdr, int | float) or not 0 < fdr <= 1:
-        raise InvalidArgumentError(f"fdr must be a number in (0, 1], not {fdr!r}")
 
 
 def _as_store(db: Database) -> tuple[HistoryStore, bool]:
@@ -180,13 +163,12 @@ class MetaLearningService:
         significant ones.
         """
         window = Window.build(agent_id, time_range_days, as_of)
-        _check_pattern_options(min_length, max_length, min_support, fdr)
+        options = PatternOptions.build(
+            min_length=min_length, max_length=max_length, min_support=min_support, fdr=fdr
+        )
         self.warehouse.refresh()
         with self.warehouse.snapshot() as snapshot:
-            return extract(
-                snapshot, window, min_length=min_length, max_length=max_length,
-                min_support=min_support, fdr=fdr,
-            )  # fmt: skip
+            return extract(snapshot, window, options)
 
     def snapshot_agents_sync(
         self,
@@ -210,17 +192,16 @@ class MetaLearningService:
         """
         agents = tuple(dict.fromkeys(agent_ids))
         window = Window.build(None, time_range_days, None, agents=agents)
-        _check_pattern_options(min_length, max_length, min_support, fdr)
+        options = PatternOptions.build(
+            min_length=min_length, max_length=max_length, min_support=min_support, fdr=fdr
+        )
         started = time.perf_counter()
         self.warehouse.refresh(interrupt)
         control = interrupt or Interrupt()
         with self.warehouse.snapshot() as snapshot, control.attached(snapshot):
             analyses = analyze_groups(snapshot, window)
             control.check()
-            reports = extract_groups(
-                snapshot, window, min_length=min_length, max_length=max_length,
-                min_support=min_support, fdr=fdr,
-            )  # fmt: skip
+            reports = extract_groups(snapshot, window, options)
         control.check()
         elapsed_ms = (time.perf_counter() - started) * 1000
         items = [snapshot_rows(analyses[a], reports[a], duration_ms=elapsed_ms) for a in agents]

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metalearn._analysis import ExecutionAnalysis
-from metalearn._patterns import PATTERN_COLUMNS, PatternReport
+from metalearn._queries import PatternOptions
+from metalearn._results import PATTERN_COLUMNS, ExecutionAnalysis, PatternReport
 from metalearn._types import epoch_micros, from_epoch_micros
 
 __all__ = ["analysis_from_snapshot", "report_from_snapshot", "snapshot_rows"]
@@ -62,10 +62,10 @@ def snapshot_rows(
         "successes": report.n_successes,
         "patterns_tested": len(report.patterns),
         "patterns_significant": int(report.patterns["significant"].sum()),
-        "min_length": report.min_length,
-        "max_length": report.max_length,
-        "min_support": report.min_support,
-        "fdr": report.fdr,
+        "min_length": report.options.min_length,
+        "max_length": report.options.max_length,
+        "min_support": report.options.min_support,
+        "fdr": report.options.fdr,
         "analysis": json.dumps(tables, allow_nan=True),
     }
     rows = report.patterns[_ROW_COLUMNS].assign(
@@ -110,10 +110,12 @@ def report_from_snapshot(header: dict[str, Any], rows: pd.DataFrame) -> PatternR
         agent_id=header["agent_id"],
         time_range_days=header["time_range_days"],
         as_of=from_epoch_micros(header["as_of_us"]),
-        min_length=int(header["min_length"]),
-        max_length=int(header["max_length"]),
-        min_support=int(header["min_support"]),
-        fdr=float(header["fdr"]),
+        options=PatternOptions(
+            min_length=int(header["min_length"]),
+            max_length=int(header["max_length"]),
+            min_support=int(header["min_support"]),
+            fdr=float(header["fdr"]),
+        ),
         through_seq=int(header["through_seq"]),
         computed_at=from_epoch_micros(header["computed_at_us"]),
     )

@@ -45,19 +45,9 @@ from metalearn._types import Plan, epoch_micros
 
 __all__ = ["DEFAULT_URL", "URL_VARIABLE", "HistoryStore", "ImportReport", "PlanBatch"]
 
-_PLAN_WRITE_COLUMNS = (
-    "seq",
-    "plan_id",
-    "agent_id",
-    "goal_type",
-    "status",
-    "started_at_us",
-    "finished_at_us",
-    "reward",
-    "error",
-    "priority",
-)
-_STEP_WRITE_COLUMNS = ("plan_seq", "step_index", "tool", "status", "duration_ms", "error")
+# Rows are written in the tables' own column order (see _plan_row and _step_rows).
+_PLAN_WRITE_COLUMNS = tuple(plans.c.keys())
+_STEP_WRITE_COLUMNS = tuple(steps.c.keys())
 
 
 class _NothingWritten(Exception):

@@ -28,6 +28,10 @@ starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leadin
 spreadsheets then show it as text instead of running it as a formula. Only text columns
 are touched; numbers (negative ones too) are written as they are.
 
+The writing rules live in ``metalearn._csv`` and each result's tables in the result itself
+(``analysis.to_csv(directory)`` writes the same files), so results write themselves
+without importing this module.
+
 >>> import tempfile
 >>> from metalearn import HistoryStore, MetaLearningService
 >>> from metalearn.synthetic import make_history
@@ -46,16 +50,15 @@ are touched; numbers (negative ones too) are written as they are.
 
 from __future__ import annotations
 
-import html
 import os
-from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
-from metalearn._analysis import ExecutionAnalysis
+from metalearn._csv import neutralise_formulas, write_tables
 from metalearn._errors import InvalidArgumentError
-from metalearn._patterns import PatternReport
+from metalearn._queue import METRIC_COLUMNS
+from metalearn._results import ANALYSIS_FILES, PATTERN_FILES, Result, to_html
 
 __all__ = [
     "ANALYSIS_FILES",
@@ -66,150 +69,30 @@ __all__ = [
     "to_html",
 ]
 
-ANALYSIS_FILES = (
-    "overall.csv", "success_by_agent.csv", "success_by_goal_type.csv", "success_by_tool.csv",
-    "success_by_day.csv", "failure_reasons.csv",
-)  # fmt: skip
-"""The files :func:`export_csv` writes for an ExecutionAnalysis, in this order."""
-PATTERN_FILES = (
-    "pattern_summary.csv", "patterns.csv", "successful_patterns.csv", "failing_patterns.csv"
-)  # fmt: skip
-"""The files :func:`export_csv` writes for a PatternReport, in this order."""
 QUEUE_FILES = ("queue_metrics.csv",)
 """The file :func:`export_csv` writes for the DataFrame of ``AnalysisQueue.metrics()``."""
 
-QUEUE_COLUMNS = [
-    "job_id", "agents", "plans", "priority", "submitted_at", "started_at", "finished_at",
-    "wait_ms", "run_ms", "attempts", "status", "error",
-]  # fmt: skip
-_WINDOW = ["agent_id", "time_range_days", "as_of", "through_seq"]
-_PATTERN_SUMMARY = [*_WINDOW, "plans", "successes", "baseline_rate", "patterns_tested",
-                    "significant", "min_length", "max_length", "min_support", "fdr"]  # fmt: skip
-_UNSAFE_START = ("=", "+", "-", "@", "\t", "\r")
-_ISO_UTC = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-Result = ExecutionAnalysis | PatternReport | pd.DataFrame
-
-
-def neutralise_formulas(column: pd.Series) -> pd.Series:
-    """Prefix ``'`` to the text cells a spreadsheet would run as a formula.
-
-    Cells starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return; other cells and
-    missing values are kept. Apply it to text columns only: numbers stay numbers.
-
-    >>> neutralise_formulas(pd.Series(["=HYPERLINK(1)", "-2+3", "ok", None], dtype="str"))
-    0    '=HYPERLINK(1)
-    1             '-2+3
-    2                ok
-    3               NaN
-    dtype: str
-    """
-    text = column.astype("str")
-    unsafe = text.str.startswith(_UNSAFE_START).fillna(False).astype(bool)
-    return text.mask(unsafe, "'" + text)
-
-
-def _is_text(column: pd.Series) -> bool:
-    return pd.api.types.is_string_dtype(column) or column.dtype == object
-
-
-def _iso(column: pd.Series) -> pd.Series:
-    stamps = pd.to_datetime(column, utc=True)
-    return stamps.dt.strftime(_ISO_UTC)
-
-
-def _stamp(value: datetime) -> str:
-    return pd.Timestamp(value).tz_convert("UTC").strftime(_ISO_UTC)
-
-
-def _for_csv(frame: pd.DataFrame) -> pd.DataFrame:
-    """Timestamps as ISO-8601 UTC, tuples as text, text cells made safe."""
-    columns = {}
-    for name, column in frame.items():
-        if isinstance(column.dtype, pd.DatetimeTZDtype):
-            column = _iso(column)
-        elif column.dtype == object and column.map(lambda v: isinstance(v, tuple)).any():
-            column = column.map(lambda v: ", ".join(v) if isinstance(v, tuple) else v)
-        if _is_text(column):
-            column = neutralise_formulas(column)
-        columns[str(name)] = column
-    return pd.DataFrame(columns, index=frame.index)
-
-
-def _window(result: ExecutionAnalysis | PatternReport) -> dict[str, object]:
-    return {
-        "agent_id": result.agent_id if result.agent_id is not None else "(all)",
-        "time_range_days": result.time_range_days,
-        "as_of": _stamp(result.as_of),
-        "through_seq": result.through_seq,
-    }
-
-
-def _analysis_tables(analysis: ExecutionAnalysis) -> list[pd.DataFrame]:
-    window = pd.DataFrame([_window(analysis)] * len(analysis.overall), columns=_WINDOW)
-    days = pd.to_datetime(analysis.by_day["day"]).dt.strftime("%Y-%m-%d")
-    return [
-        pd.concat([window, analysis.overall.reset_index(drop=True)], axis=1),
-        analysis.by_agent,
-        analysis.by_goal_type,
-        analysis.by_tool,
-        analysis.by_day.assign(day=days),
-        analysis.failure_reasons,
-    ]
-
-
-def _pattern_text(rows: pd.DataFrame) -> pd.DataFrame:
-    frame = rows.drop(columns="pattern").rename(columns={"pattern_text": "pattern"})
-    return frame.astype({"pattern": "str"})
-
-
-def _pattern_tables(report: PatternReport) -> list[pd.DataFrame]:
-    summary = {
-        **_window(report),
-        "plans": report.n_plans, "successes": report.n_successes,
-        "baseline_rate": report.baseline_rate, "patterns_tested": len(report.patterns),
-        "significant": int(report.patterns["significant"].sum()),
-        "min_length": report.min_length, "max_length": report.max_length,
-        "min_support": report.min_support, "fdr": report.fdr,
-    }  # fmt: skip
-    return [
-        pd.DataFrame([summary], columns=_PATTERN_SUMMARY),
-        _pattern_text(report.patterns),
-        _pattern_text(report.successful),
-        _pattern_text(report.failing),
-    ]
+Exportable = Result | pd.DataFrame
 
 
 def _queue_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    missing = [c for c in QUEUE_COLUMNS if c not in metrics.columns]
+    missing = [c for c in METRIC_COLUMNS if c not in metrics.columns]
     if missing:
         raise InvalidArgumentError(
             f"this DataFrame lacks the queue-metrics columns {missing}; export_csv takes an "
             "ExecutionAnalysis, a PatternReport or AnalysisQueue.metrics() unchanged"
         )
-    frame = metrics[QUEUE_COLUMNS]
+    frame = metrics[METRIC_COLUMNS]
     agents = frame["agents"].map(lambda v: ", ".join(v) if isinstance(v, tuple | list) else v)
     return frame.assign(agents=agents.astype("str"))
 
 
-def _tables(result: Result) -> dict[str, pd.DataFrame]:
-    if isinstance(result, ExecutionAnalysis):
-        return dict(zip(ANALYSIS_FILES, _analysis_tables(result), strict=True))
-    if isinstance(result, PatternReport):
-        return dict(zip(PATTERN_FILES, _pattern_tables(result), strict=True))
-    if isinstance(result, pd.DataFrame):
-        return {QUEUE_FILES[0]: _queue_table(result)}
-    raise TypeError(
-        "export_csv takes an ExecutionAnalysis, a PatternReport or the DataFrame of "
-        f"AnalysisQueue.metrics(), not {type(result).__name__}"
-    )
-
-
-def export_csv(result: Result, directory: str | os.PathLike[str]) -> list[Path]:
+def export_csv(result: Exportable, directory: str | os.PathLike[str]) -> list[Path]:
     """Write the tables of ``result`` as CSV files into ``directory``; return their paths.
 
-    ``result`` is an :class:`~metalearn.ExecutionAnalysis`, a
-    :class:`~metalearn.PatternReport` or the DataFrame of ``AnalysisQueue.metrics()``. The
+    ``result`` is an :class:`~metalearn.ExecutionAnalysis` (files
+    :data:`ANALYSIS_FILES`), a :class:`~metalearn.PatternReport` (:data:`PATTERN_FILES`)
+    or the DataFrame of ``AnalysisQueue.metrics()`` (:data:`QUEUE_FILES`). The
     directory is created if missing and files of the same names are replaced. The file
     names, columns and encoding rules are in the module docstring.
 
@@ -223,55 +106,16 @@ def export_csv(result: Result, directory: str | os.PathLike[str]) -> list[Path]:
     >>> with tempfile.TemporaryDirectory() as out:
     ...     (path,) = export_csv(metrics, out)
     ...     back = pd.read_csv(path, dtype=str, keep_default_na=False)
-    >>> path.name, list(back.columns) == QUEUE_COLUMNS
+    >>> path.name, list(back.columns) == METRIC_COLUMNS
     ('queue_metrics.csv', True)
     >>> back.loc[0, ["agents", "submitted_at", "finished_at", "run_ms", "error"]].tolist()
     ["'=cmd, b", '2026-01-01T12:00:00.000000Z', '', '-1.0', "'-boom"]
     """
-    if not isinstance(directory, str | os.PathLike):
-        raise TypeError(f"directory must be a path (str or os.PathLike), not {directory!r}")
-    target = Path(directory)
-    target.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, frame in _tables(result).items():
-        path = target / name
-        _for_csv(frame).to_csv(path, index=False, encoding="utf-8", lineterminator="\r\n")
-        written.append(path)
-    return written
-
-
-def _html_table(title: str, frame: pd.DataFrame, max_rows: int) -> str:
-    shown = frame.drop(columns=["pattern"], errors="ignore")
-    table = shown.to_html(index=False, max_rows=max_rows, float_format="{:.4g}".format,
-                          na_rep="", border=0)  # fmt: skip
-    more = f" (first {max_rows} of {len(frame):,})" if len(frame) > max_rows else ""
-    return f"<h4>{html.escape(title)}{more}</h4>{table}"
-
-
-def to_html(result: ExecutionAnalysis | PatternReport, *, max_rows: int = 10) -> str:
-    """The result as HTML: its one-line summary, then its main tables (``max_rows`` each).
-
-    This is what a notebook shows for an analysis or a pattern report (``_repr_html_``).
-    Cell text is escaped.
-
-    >>> from metalearn import HistoryStore, MetaLearningService
-    >>> from metalearn.synthetic import make_history
-    >>> store = HistoryStore("sqlite://")
-    >>> _ = store.import_frames(*make_history(500, seed=1))
-    >>> with MetaLearningService(store) as service:
-    ...     page = to_html(service.analyze_execution_patterns_sync(time_range_days=None))
-    >>> page.count("<table"), "&lt;ExecutionAnalysis agent=all window=all plans=500" in page
-    (5, True)
-    >>> store.close()
-    """
-    if isinstance(result, ExecutionAnalysis):
-        sections = [("overall", result.overall), ("by agent", result.by_agent),
-                    ("by goal type", result.by_goal_type), ("by tool", result.by_tool),
-                    ("failure reasons", result.failure_reasons)]  # fmt: skip
-    elif isinstance(result, PatternReport):
-        sections = [("patterns that go with success", result.successful),
-                    ("patterns that go with failure", result.failing)]  # fmt: skip
-    else:
-        raise TypeError(f"to_html takes an ExecutionAnalysis or a PatternReport, not {result!r}")
-    head = f"<p><code>{html.escape(repr(result))}</code></p>"
-    return head + "".join(_html_table(title, frame, max_rows) for title, frame in sections)
+    if isinstance(result, Result):
+        return result.to_csv(directory)
+    if isinstance(result, pd.DataFrame):
+        return write_tables({QUEUE_FILES[0]: _queue_table(result)}, directory)
+    raise TypeError(
+        "export_csv takes an ExecutionAnalysis, a PatternReport or the DataFrame of "
+        f"AnalysisQueue.metrics(), not {type(result).__name__}"
+    )

@@ -7,9 +7,11 @@ import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sqlalchemy import inspect, text
 
@@ -20,6 +22,7 @@ from metalearn import (
     InvalidRecordError,
     Plan,
 )
+from metalearn._readers import AdbcReader, SqlAlchemyReader, SqliteHelperReader
 from metalearn.synthetic import make_history
 from tests.conftest import T0, TAU_BENCH, make_plan
 
@@ -564,6 +567,53 @@ def test_record_plans_is_one_group_commit(store: HistoryStore) -> None:
     assert store.record_plans([make_plan("a")])[0].plan_id == "a"  # type: ignore[union-attr]
     # the batch of four reserved seqs 2-5; the all-duplicate batch reserved nothing
     assert store.record_plan(make_plan("c")) == 6
+
+
+class CountingReader(SqlAlchemyReader):
+    """Counts the queries it runs, and whether the store closed it."""
+
+    queries = 0
+    closed = False
+
+    def table(self, query: Any, schema: pa.Schema) -> pa.Table:
+        self.queries += 1
+        return super().table(query, schema)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_every_read_goes_through_the_reader_given(tmp_path: Path) -> None:
+    readers: list[CountingReader] = []
+
+    def counting(database: Any) -> CountingReader:
+        readers.append(CountingReader(database))
+        return readers[-1]
+
+    with HistoryStore(f"sqlite:///{tmp_path / 'h.db'}", reader=counting) as store:
+        store.record_plan(make_plan("p"))
+        (reader,) = readers
+        assert store.reader is reader
+        assert len(store.plans_after(0)) == 1 and reader.queries == 2  # plans, then steps
+        assert len(list(store.batches_between(0, 1))) == 1 and reader.queries == 4
+    assert reader.closed
+
+
+def test_each_backend_gets_its_fastest_reader_and_reads_what_sqlalchemy_reads(
+    store: HistoryStore, store_url: str
+) -> None:
+    fastest = {"sqlite": SqliteHelperReader, "postgresql": AdbcReader}
+    assert type(store.reader) is fastest[store.engine.url.get_backend_name()]
+    store.import_frames(*make_history(200, seed=5))
+    with HistoryStore(store_url, reader=SqlAlchemyReader) as plain:
+        for a, b in [
+            (store.plans_after(0, limit=None), plain.plans_after(0, limit=None)),
+            (store.plans_after(20, limit=50), plain.plans_after(20, limit=50)),
+            (store.plans_between(50, 150, step_plan_ids=False),
+             plain.plans_between(50, 150, step_plan_ids=False)),
+        ]:  # fmt: skip
+            assert a.plans.equals(b.plans) and a.steps.equals(b.steps)
+            assert a.last_seq == b.last_seq
 
 
 def test_plans_between_reads_a_seq_range(store: HistoryStore) -> None:

@@ -1,0 +1,350 @@
+"""The result objects, :class:`ExecutionAnalysis` and :class:`PatternReport`, and their views.
+
+A result holds DataFrames with documented columns and says how it is shown: the tables
+it writes as CSV files, the sections of its HTML, the kinds of plot it draws. What the
+two result types share (``plot``, ``to_csv``, ``_repr_html_``) is written once, in
+:class:`Result`.
+
+Imports go one way: the computations (``_analysis``, ``_patterns``) build results, and
+the public namespaces :mod:`metalearn.plots` and :mod:`metalearn.export` take them in;
+this module imports neither. A result draws and writes itself through the machinery
+below it: :mod:`metalearn._csv` (CSV rules, no result types) and
+:mod:`metalearn._drawing` (the plot functions, which know results by their attributes
+and import the result types for type checking only). ``_drawing`` is imported inside
+:meth:`Result.plot` so that ``import metalearn`` does not load matplotlib; that is the
+only import inside a function here, and it closes no cycle.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pandas as pd
+
+from metalearn._csv import stamp, write_tables
+from metalearn._errors import InvalidArgumentError
+from metalearn._queries import PatternOptions
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = [
+    "ANALYSIS_FILES",
+    "DAY_COLUMNS",
+    "FAILURE_COLUMNS",
+    "PATTERN_COLUMNS",
+    "PATTERN_FILES",
+    "PLAN_COLUMNS",
+    "RATE_COLUMNS",
+    "TOOL_COLUMNS",
+    "ExecutionAnalysis",
+    "PatternReport",
+    "Result",
+    "to_html",
+]
+
+RATE_COLUMNS = ["plans", "successes", "success_rate", "ci_low", "ci_high"]
+PLAN_COLUMNS = [*RATE_COLUMNS, "median_duration_s", "p95_duration_s"]
+TOOL_COLUMNS = [
+    "tool", "calls", "errors", "error_rate", *RATE_COLUMNS,
+    "median_duration_ms", "p95_duration_ms",
+]  # fmt: skip
+DAY_COLUMNS = ["day", *RATE_COLUMNS]
+FAILURE_COLUMNS = ["tool", "error", "count", "plans"]
+PATTERN_COLUMNS = [
+    "pattern", "pattern_text", "length", "plans", "successes", "success_rate", "ci_low",
+    "ci_high", "lift", "p_value", "q_value", "significant", "direction",
+]  # fmt: skip
+
+ANALYSIS_FILES = (
+    "overall.csv", "success_by_agent.csv", "success_by_goal_type.csv", "success_by_tool.csv",
+    "success_by_day.csv", "failure_reasons.csv",
+)  # fmt: skip
+"""The CSV files an ExecutionAnalysis writes, in this order."""
+PATTERN_FILES = (
+    "pattern_summary.csv", "patterns.csv", "successful_patterns.csv", "failing_patterns.csv"
+)  # fmt: skip
+"""The CSV files a PatternReport writes, in this order."""
+
+_WINDOW = ["agent_id", "time_range_days", "as_of", "through_seq"]
+_PATTERN_SUMMARY = [*_WINDOW, "plans", "successes", "baseline_rate", "patterns_tested",
+                    "significant", "min_length", "max_length", "min_support", "fdr"]  # fmt: skip
+
+
+class Result(ABC):
+    """What every result shares: its window, HTML, CSV files and plots.
+
+    A subclass names the plots it draws (``_PLOTS``, the default first) and says which
+    tables it writes (:meth:`_csv_tables`) and shows (:meth:`_html_sections`).
+    """
+
+    _PLOTS: ClassVar[tuple[str, ...]]
+    agent_id: str | None
+    time_range_days: float | None
+    as_of: datetime
+    through_seq: int
+
+    @property
+    def _window_text(self) -> str:
+        return "all" if self.time_range_days is None else f"{self.time_range_days:g}d"
+
+    def _window_row(self) -> dict[str, object]:
+        """The window columns that lead a result's summary file."""
+        return {
+            "agent_id": self.agent_id if self.agent_id is not None else "(all)",
+            "time_range_days": self.time_range_days,
+            "as_of": stamp(self.as_of),
+            "through_seq": self.through_seq,
+        }
+
+    @abstractmethod
+    def _csv_tables(self) -> dict[str, pd.DataFrame]:
+        """The tables :meth:`to_csv` writes, by file name, in order."""
+
+    @abstractmethod
+    def _html_sections(self) -> list[tuple[str, pd.DataFrame]]:
+        """The titled tables the HTML shows after the one-line summary."""
+
+    def plot(self, kind: str | None = None, **options: Any) -> Axes:
+        """Draw one of this result's plots and return its matplotlib ``Axes``.
+
+        ``kind`` picks the function of :mod:`metalearn.plots`. An
+        :class:`ExecutionAnalysis` draws ``"success_rates"`` (the default;
+        :func:`~metalearn.plots.plot_success_rates`: ``by="agent"``, ``"goal_type"`` or
+        ``"tool"``, ``top=``), ``"trend"`` (:func:`~metalearn.plots.plot_success_trend`)
+        or ``"failure_reasons"`` (:func:`~metalearn.plots.plot_failure_reasons`; ``top=``);
+        a :class:`PatternReport` draws ``"patterns"``
+        (:func:`~metalearn.plots.plot_patterns`: ``top=``, ``fold=``). ``ax=`` draws on
+        existing axes instead of a new figure.
+        """
+        from metalearn import _drawing  # here, so that importing metalearn loads no matplotlib
+
+        chosen = self._PLOTS[0] if kind is None else kind
+        if chosen not in self._PLOTS:
+            raise InvalidArgumentError(
+                f"{type(self).__name__}.plot draws one of {list(self._PLOTS)}, not {kind!r}"
+            )
+        return _drawing.PLOTS[chosen](self, **options)
+
+    def to_csv(self, directory: str | os.PathLike[str]) -> list[Path]:
+        """Write this result's tables as CSV files into ``directory``; return the paths.
+
+        The files and their columns are listed in :mod:`metalearn.export`.
+        """
+        return write_tables(self._csv_tables(), directory)
+
+    def _repr_html_(self) -> str:
+        return to_html(self)
+
+
+@dataclass(frozen=True, repr=False)
+class ExecutionAnalysis(Result):
+    """Success rates, durations and failure reasons of the plans in one window.
+
+    Every rate comes with its count and a 95% Wilson interval (``ci_low``, ``ci_high``).
+
+    - ``overall``: one row: plans, successes, success_rate, ci_low, ci_high,
+      median_duration_s, p95_duration_s
+    - ``by_agent``: agent_id + the same columns; ``by_goal_type``: goal_type (missing shown
+      as ``"(none)"``) + the same columns
+    - ``by_tool``: tool, calls, errors, error_rate, plans (that used the tool), successes,
+      success_rate, ci_low, ci_high, median_duration_ms, p95_duration_ms
+    - ``by_day``: day (UTC date), plans, successes, success_rate, ci_low, ci_high
+    - ``failure_reasons``: tool, error (numbers, ids and quoted values masked), count
+      (error steps), plans
+
+    Groups are sorted by ``plans`` descending (``by_day`` by day; ``failure_reasons`` by
+    count). ``through_seq`` is the highest plan ``seq`` the analysis saw.
+    """
+
+    _PLOTS: ClassVar[tuple[str, ...]] = ("success_rates", "trend", "failure_reasons")
+
+    overall: pd.DataFrame
+    by_agent: pd.DataFrame
+    by_goal_type: pd.DataFrame
+    by_tool: pd.DataFrame
+    by_day: pd.DataFrame
+    failure_reasons: pd.DataFrame
+    agent_id: str | None
+    time_range_days: float | None
+    as_of: datetime
+    through_seq: int
+    computed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def n_plans(self) -> int:
+        """Plans in the window."""
+        return int(self.overall["plans"].iloc[0])
+
+    @property
+    def success_rate(self) -> float:
+        """Overall success rate (NaN for an empty window)."""
+        return float(self.overall["success_rate"].iloc[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"<ExecutionAnalysis agent={self.agent_id or 'all'} window={self._window_text} "
+            f"plans={self.n_plans} success_rate={self.success_rate:.3f} "
+            f"through_seq={self.through_seq}>"
+        )
+
+    def _csv_tables(self) -> dict[str, pd.DataFrame]:
+        window = pd.DataFrame([self._window_row()] * len(self.overall), columns=_WINDOW)
+        days = pd.to_datetime(self.by_day["day"]).dt.strftime("%Y-%m-%d")
+        tables = [
+            pd.concat([window, self.overall.reset_index(drop=True)], axis=1),
+            self.by_agent,
+            self.by_goal_type,
+            self.by_tool,
+            self.by_day.assign(day=days),
+            self.failure_reasons,
+        ]
+        return dict(zip(ANALYSIS_FILES, tables, strict=True))
+
+    def _html_sections(self) -> list[tuple[str, pd.DataFrame]]:
+        return [("overall", self.overall), ("by agent", self.by_agent),
+                ("by goal type", self.by_goal_type), ("by tool", self.by_tool),
+                ("failure reasons", self.failure_reasons)]  # fmt: skip
+
+
+@dataclass(frozen=True, repr=False)
+class PatternReport(Result):
+    """Tool sequences tested for an effect on success in one window of plans.
+
+    ``patterns`` has one row per contiguous tool sequence contained in at least
+    ``min_support`` plans: pattern (tuple of tools), pattern_text (``" → "``-joined),
+    length, plans (containing it), successes, success_rate, ci_low, ci_high (95% Wilson),
+    lift (success_rate / baseline_rate), p_value (two-sided Fisher exact test of with /
+    without x succeeded / failed), q_value (Benjamini-Hochberg over all rows), significant
+    (q_value <= fdr) and direction (``"success"`` if lift > 1 else ``"failure"``); most
+    significant first. ``options`` are the pattern options it was mined with (also read
+    as ``min_length``, ``max_length``, ``min_support`` and ``fdr``).
+    """
+
+    _PLOTS: ClassVar[tuple[str, ...]] = ("patterns",)
+
+    patterns: pd.DataFrame
+    baseline_rate: float
+    n_plans: int
+    n_successes: int
+    agent_id: str | None
+    time_range_days: float | None
+    as_of: datetime
+    options: PatternOptions
+    through_seq: int
+    computed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def min_length(self) -> int:
+        """Fewest tools in a tested sequence."""
+        return self.options.min_length
+
+    @property
+    def max_length(self) -> int:
+        """Most tools in a tested sequence."""
+        return self.options.max_length
+
+    @property
+    def min_support(self) -> int:
+        """Fewest plans a sequence was found in to be tested."""
+        return self.options.min_support
+
+    @property
+    def fdr(self) -> float:
+        """The false discovery rate ``significant`` is controlled at."""
+        return self.options.fdr
+
+    @property
+    def successful(self) -> pd.DataFrame:
+        """Significant patterns that go with success, highest lift first.
+
+        Ties (patterns found in exactly the same plans) put the longest pattern first.
+        """
+        return self._significant("success", lift_ascending=False)
+
+    @property
+    def failing(self) -> pd.DataFrame:
+        """Significant patterns that go with failure, lowest lift first."""
+        return self._significant("failure", lift_ascending=True)
+
+    def _significant(self, direction: str, *, lift_ascending: bool) -> pd.DataFrame:
+        rows = self.patterns[
+            self.patterns["significant"] & (self.patterns["direction"] == direction)
+        ]
+        rows = rows.sort_values(
+            ["lift", "plans", "length", "pattern_text"],
+            ascending=[lift_ascending, False, False, True],
+        )
+        return rows.reset_index(drop=True)
+
+    def __repr__(self) -> str:
+        significant = int(self.patterns["significant"].sum())
+        return (
+            f"<PatternReport agent={self.agent_id or 'all'} window={self._window_text} "
+            f"plans={self.n_plans} patterns={len(self.patterns)} significant={significant} "
+            f"baseline_rate={self.baseline_rate:.3f} through_seq={self.through_seq}>"
+        )
+
+    def _csv_tables(self) -> dict[str, pd.DataFrame]:
+        summary = {
+            **self._window_row(),
+            "plans": self.n_plans, "successes": self.n_successes,
+            "baseline_rate": self.baseline_rate, "patterns_tested": len(self.patterns),
+            "significant": int(self.patterns["significant"].sum()),
+            "min_length": self.min_length, "max_length": self.max_length,
+            "min_support": self.min_support, "fdr": self.fdr,
+        }  # fmt: skip
+        tables = [
+            pd.DataFrame([summary], columns=_PATTERN_SUMMARY),
+            _pattern_text(self.patterns),
+            _pattern_text(self.successful),
+            _pattern_text(self.failing),
+        ]
+        return dict(zip(PATTERN_FILES, tables, strict=True))
+
+    def _html_sections(self) -> list[tuple[str, pd.DataFrame]]:
+        return [("patterns that go with success", self.successful),
+                ("patterns that go with failure", self.failing)]  # fmt: skip
+
+
+def _pattern_text(rows: pd.DataFrame) -> pd.DataFrame:
+    """Patterns as their text form in a ``pattern`` column (for files)."""
+    frame = rows.drop(columns="pattern").rename(columns={"pattern_text": "pattern"})
+    return frame.astype({"pattern": "str"})
+
+
+def _html_table(title: str, frame: pd.DataFrame, max_rows: int) -> str:
+    shown = frame.drop(columns=["pattern"], errors="ignore")
+    table = shown.to_html(index=False, max_rows=max_rows, float_format="{:.4g}".format,
+                          na_rep="", border=0)  # fmt: skip
+    more = f" (first {max_rows} of {len(frame):,})" if len(frame) > max_rows else ""
+    return f"<h4>{html.escape(title)}{more}</h4>{table}"
+
+
+def to_html(result: Result, *, max_rows: int = 10) -> str:
+    """The result as HTML: its one-line summary, then its main tables (``max_rows`` each).
+
+    This is what a notebook shows for an analysis or a pattern report (``_repr_html_``).
+    Cell text is escaped.
+
+    >>> from metalearn import HistoryStore, MetaLearningService
+    >>> from metalearn.synthetic import make_history
+    >>> store = HistoryStore("sqlite://")
+    >>> _ = store.import_frames(*make_history(500, seed=1))
+    >>> with MetaLearningService(store) as service:
+    ...     page = to_html(service.analyze_execution_patterns_sync(time_range_days=None))
+    >>> page.count("<table"), "&lt;ExecutionAnalysis agent=all window=all plans=500" in page
+    (5, True)
+    >>> store.close()
+    """
+    if not isinstance(result, Result):
+        raise TypeError(f"to_html takes an ExecutionAnalysis or a PatternReport, not {result!r}")
+    head = f"<p><code>{html.escape(repr(result))}</code></p>"
+    sections = result._html_sections()
+    return head + "".join(_html_table(title, frame, max_rows) for title, frame in sections)
