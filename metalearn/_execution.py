@@ -9,15 +9,42 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from metalearn._checks import positive_int
 from metalearn._errors import InvalidArgumentError, QueueFullError
+from metalearn._interrupt import Interrupt
+from metalearn._queries import PatternOptions, window_days
 from metalearn._queue import AnalysisQueue, Overflow
 from metalearn._service import Database, MetaLearningService
 from metalearn._types import Plan
-from metalearn._warehouse import Interrupt
 
-__all__ = ["ExecutionService", "FinalizeResult"]
+__all__ = ["BackgroundOptions", "ExecutionService", "FinalizeResult"]
 
 logger = logging.getLogger("metalearn.execution")
+
+
+@dataclass(frozen=True)
+class BackgroundOptions:
+    """What every background analysis of an :class:`ExecutionService` runs with.
+
+    The window (the last ``time_range_days``, ending when the analysis runs), the pattern
+    options and how many snapshots per agent the store keeps; checked once, when the
+    service is made.
+    """
+
+    time_range_days: float | None
+    patterns: PatternOptions
+    keep_snapshots: int
+
+    def keywords(self) -> dict[str, Any]:
+        """These options as keyword arguments of ``MetaLearningService.snapshot_agents``."""
+        return {
+            "time_range_days": self.time_range_days,
+            "min_length": self.patterns.min_length,
+            "max_length": self.patterns.max_length,
+            "min_support": self.patterns.min_support,
+            "fdr": self.patterns.fdr,
+            "keep_snapshots": self.keep_snapshots,
+        }
 
 
 @dataclass(frozen=True)
@@ -47,7 +74,10 @@ class ExecutionService:
 
     Queue options: ``max_concurrency``, ``batch_size``, ``max_pending``, ``overflow``,
     ``max_attempts``, ``retry_backoff_s``, ``metrics_history`` (see
-    :class:`AnalysisQueue`). Plans finalized at the same time are written together, up to
+    :class:`AnalysisQueue`). Analysis options (``time_range_days``, ``min_length``,
+    ``max_length``, ``min_support``, ``fdr``, ``keep_snapshots``: see
+    :meth:`MetaLearningService.snapshot_agents_sync`) are checked here, once, and kept as
+    :attr:`analysis_options`. Plans finalized at the same time are written together, up to
     ``write_batch`` per transaction.
 
     >>> import asyncio
@@ -88,19 +118,24 @@ class ExecutionService:
     ) -> None:
         if meta_learning is None and db is None:
             raise InvalidArgumentError("give a database (db=...) or a MetaLearningService")
-        self._owns_meta = meta_learning is None
-        self.meta_learning = meta_learning or MetaLearningService(db)  # type: ignore[arg-type]
-        self.store = self.meta_learning.store
+        # Every option is checked before a service of our own (threads, DuckDB) exists.
+        self.analysis_options = BackgroundOptions(
+            time_range_days=window_days(time_range_days),
+            patterns=PatternOptions.build(
+                min_length=min_length, max_length=max_length, min_support=min_support, fdr=fdr
+            ),
+            keep_snapshots=positive_int(
+                "keep_snapshots", keep_snapshots, what="snapshots per agent"
+            ),
+        )
         self.queue = AnalysisQueue(
             self._analyse, max_concurrency=max_concurrency, batch_size=batch_size,
             max_pending=max_pending, overflow=overflow, max_attempts=max_attempts,
-            retry_backoff_s=retry_backoff_s, history=metrics_history,
+            retry_backoff_s=retry_backoff_s, metrics_history=metrics_history,
         )  # fmt: skip
-        self.analysis_options: dict[str, Any] = {
-            "time_range_days": time_range_days, "min_length": min_length,
-            "max_length": max_length, "min_support": min_support, "fdr": fdr,
-            "keep": keep_snapshots,
-        }  # fmt: skip
+        self._owns_meta = meta_learning is None
+        self.meta_learning = meta_learning or MetaLearningService(db)  # type: ignore[arg-type]
+        self.store = self.meta_learning.store
         self._recover = recover
         # Plans are written on their own thread, so finalizing never waits behind analyses,
         # and plans finalized together are written together (one transaction: a group
@@ -115,7 +150,7 @@ class ExecutionService:
 
     async def _analyse(self, agents: tuple[str, ...], interrupt: Interrupt) -> None:
         await self.meta_learning.snapshot_agents(
-            agents, interrupt=interrupt, **self.analysis_options
+            agents, interrupt=interrupt, **self.analysis_options.keywords()
         )
 
     async def _write(self, plan: Plan) -> int:
@@ -223,5 +258,7 @@ class ExecutionService:
                 "use `await service.finalize_plan(plan)` instead"
             )
         seq = self.store.record_plan(plan)
-        self.meta_learning.snapshot_agents_sync((plan.agent_id,), **self.analysis_options)
+        self.meta_learning.snapshot_agents_sync(
+            (plan.agent_id,), **self.analysis_options.keywords()
+        )
         return FinalizeResult(plan.plan_id, seq, scheduled=False)

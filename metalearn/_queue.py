@@ -25,13 +25,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from metalearn._checks import positive_int
 from metalearn._errors import (
     AnalysisInterrupted,
     InvalidArgumentError,
     QueueClosedError,
     QueueFullError,
 )
-from metalearn._warehouse import Interrupt
+from metalearn._interrupt import Interrupt
 
 __all__ = ["METRIC_COLUMNS", "AnalysisQueue", "Runner"]
 
@@ -46,6 +47,8 @@ METRIC_COLUMNS = [
     "job_id", "agents", "plans", "priority", "submitted_at", "started_at", "finished_at",
     "wait_ms", "run_ms", "attempts", "status", "error",
 ]  # fmt: skip
+"""The columns of :meth:`AnalysisQueue.metrics`, in order (the one definition; ``plots``
+and ``export`` import it)."""
 
 
 @dataclass
@@ -78,12 +81,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(f"{name} must be an integer >= 1, not {value!r}")
-    return value
-
-
 class AnalysisQueue:
     """Runs analyses of agents in the background of an asyncio application.
 
@@ -93,7 +90,7 @@ class AnalysisQueue:
     :class:`QueueFullError` and ``"drop_lowest"`` drops the lowest-priority waiting
     agent (or the new one, if it is not higher). A failing job is retried up to
     ``max_attempts`` times, waiting ``retry_backoff_s`` x 2^(attempt-1) between tries.
-    :meth:`metrics` keeps the last ``history`` jobs.
+    :meth:`metrics` keeps the last ``metrics_history`` jobs.
 
     Stop it with ``await queue.close()`` (drains) or ``await queue.close(drain=False)``
     (drops waiting work and interrupts running jobs).
@@ -121,14 +118,14 @@ class AnalysisQueue:
         overflow: Overflow = "reject",
         max_attempts: int = 3,
         retry_backoff_s: float = 0.5,
-        history: int = 1_000,
+        metrics_history: int = 1_000,
         close_timeout_s: float = 10.0,
     ) -> None:
         self._runner = runner
-        self.max_concurrency = _positive_int("max_concurrency", max_concurrency)
-        self.batch_size = _positive_int("batch_size", batch_size)
-        self.max_pending = _positive_int("max_pending", max_pending)
-        self.max_attempts = _positive_int("max_attempts", max_attempts)
+        self.max_concurrency = positive_int("max_concurrency", max_concurrency)
+        self.batch_size = positive_int("batch_size", batch_size)
+        self.max_pending = positive_int("max_pending", max_pending)
+        self.max_attempts = positive_int("max_attempts", max_attempts)
         if overflow not in ("reject", "drop_lowest"):
             raise InvalidArgumentError(
                 f"overflow must be 'reject' or 'drop_lowest', not {overflow!r}"
@@ -141,7 +138,9 @@ class AnalysisQueue:
         self._pending: dict[str, _Pending] = {}
         self._running: dict[int, _Job] = {}
         self._busy_agents: set[str] = set()
-        self._records: deque[dict[str, Any]] = deque(maxlen=_positive_int("history", history))
+        self._records: deque[dict[str, Any]] = deque(
+            maxlen=positive_int("metrics_history", metrics_history)
+        )
         self._order = itertools.count()
         self._job_ids = itertools.count(1)
         self._counts = dict.fromkeys(
@@ -384,7 +383,7 @@ class AnalysisQueue:
     # -- metrics -----------------------------------------------------------------------
 
     def metrics(self) -> pd.DataFrame:
-        """One row per finished job (the last ``history``), oldest first.
+        """One row per finished job (the last ``metrics_history``), oldest first.
 
         Columns: job_id, agents (tuple), plans, priority, submitted_at, started_at,
         finished_at (UTC), wait_ms (submission of its first plan to start), run_ms,

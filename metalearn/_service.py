@@ -18,13 +18,14 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from metalearn._analysis import analyze, analyze_groups
-from metalearn._errors import InvalidArgumentError
+from metalearn._checks import positive_int
+from metalearn._interrupt import Interrupt
 from metalearn._patterns import extract, extract_groups
 from metalearn._queries import PatternOptions, Window
 from metalearn._results import ExecutionAnalysis, PatternReport
 from metalearn._snapshots import analysis_from_snapshot, report_from_snapshot, snapshot_rows
 from metalearn._store import HistoryStore
-from metalearn._warehouse import Interrupt, Warehouse
+from metalearn._warehouse import Warehouse
 
 __all__ = ["MetaLearningService"]
 
@@ -95,11 +96,9 @@ class MetaLearningService:
     def __init__(
         self, db: Database, *, max_workers: int = 4, warehouse_path: str | Path | None = None
     ) -> None:
-        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
-            raise InvalidArgumentError(f"max_workers must be an integer >= 1, not {max_workers!r}")
+        self.max_workers = positive_int("max_workers", max_workers)
         self.store, self._owns_store = _as_store(db)
         self.warehouse = Warehouse(self.store, path=warehouse_path)
-        self.max_workers = max_workers
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="metalearn-worker")
         self._closed = False
 
@@ -179,22 +178,23 @@ class MetaLearningService:
         max_length: int = 4,
         min_support: int = 20,
         fdr: float = 0.05,
-        keep: int = 20,
+        keep_snapshots: int = 20,
         interrupt: Interrupt | None = None,
     ) -> dict[str, int]:
         """Analyse several agents together and store one snapshot each.
 
         One warehouse refresh and one query per table for the whole batch; both analyses
         (window ending now) for every agent, written with their pattern rows in one
-        transaction (the newest ``keep`` snapshots per agent are kept). Returns each
-        agent's snapshot id. This is what background analysis runs; ``interrupt`` lets
-        the queue stop it.
+        transaction (the newest ``keep_snapshots`` snapshots per agent are kept). Returns
+        each agent's snapshot id. This is what background analysis runs; ``interrupt``
+        lets the queue stop it.
         """
         agents = tuple(dict.fromkeys(agent_ids))
         window = Window.build(None, time_range_days, None, agents=agents)
         options = PatternOptions.build(
             min_length=min_length, max_length=max_length, min_support=min_support, fdr=fdr
         )
+        keep_snapshots = positive_int("keep_snapshots", keep_snapshots, what="snapshots per agent")
         started = time.perf_counter()
         self.warehouse.refresh(interrupt)
         control = interrupt or Interrupt()
@@ -205,7 +205,8 @@ class MetaLearningService:
         control.check()
         elapsed_ms = (time.perf_counter() - started) * 1000
         items = [snapshot_rows(analyses[a], reports[a], duration_ms=elapsed_ms) for a in agents]
-        return dict(zip(agents, self.store.save_snapshots(items, keep=keep), strict=True))
+        saved = self.store.save_snapshots(items, keep_snapshots=keep_snapshots)
+        return dict(zip(agents, saved, strict=True))
 
     def latest_patterns_sync(self, agent_id: str) -> PatternReport | None:
         """The newest stored :class:`PatternReport` of an agent (or None).

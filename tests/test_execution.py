@@ -16,8 +16,15 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from metalearn import DuplicatePlanError, ExecutionService, HistoryStore, MetaLearningService, Plan
-from metalearn._warehouse import Interrupt
+from metalearn import (
+    DuplicatePlanError,
+    ExecutionService,
+    HistoryStore,
+    InvalidArgumentError,
+    MetaLearningService,
+    Plan,
+)
+from metalearn._interrupt import Interrupt
 from metalearn.synthetic import make_history
 
 NOW = datetime.now(UTC)
@@ -202,6 +209,34 @@ def test_debug_mode_shows_no_lost_task_or_coroutine(
     assert any("failed after 3 attempts" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param({"min_support": 0}, "min_support must be an integer >= 1", id="support"),
+        pytest.param({"fdr": 2}, r"fdr must be a number in \(0, 1\]", id="fdr"),
+        pytest.param({"time_range_days": 0}, "time_range_days must be a number > 0", id="days"),
+        pytest.param({"keep_snapshots": 0}, "keep_snapshots must be an integer >= 1", id="keep"),
+        pytest.param({"metrics_history": 0}, "metrics_history must be an integer >= 1", id="hist"),
+    ],
+)
+def test_analysis_options_are_checked_when_the_service_is_made(
+    store: HistoryStore, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        ExecutionService(store, **options)
+
+
+def test_analysis_options_are_one_frozen_value(store: HistoryStore) -> None:
+    service = ExecutionService(store, time_range_days=7, min_length=2, keep_snapshots=3)
+    options = service.analysis_options
+    assert (options.time_range_days, options.patterns.min_length, options.keep_snapshots) == (
+        7, 2, 3,
+    )  # fmt: skip
+    with pytest.raises(AttributeError):
+        options.keep_snapshots = 5  # type: ignore[misc]
+    asyncio.run(service.close())
+
+
 def test_priority_override_and_bad_input(store: HistoryStore) -> None:
     async def main() -> None:
         async with ExecutionService(store, min_support=1) as service:
@@ -218,7 +253,7 @@ def test_snapshots_are_pruned_per_agent(tmp_path: Path) -> None:
         store.import_frames(*make_history(200, seed=3))
         with MetaLearningService(store) as meta:
             for _ in range(4):
-                meta.snapshot_agents_sync(["support-bot"], keep=2, min_support=1)
+                meta.snapshot_agents_sync(["support-bot"], keep_snapshots=2, min_support=1)
             latest = meta.latest_patterns_sync("support-bot")
         with store.engine.connect() as conn:
             from sqlalchemy import text

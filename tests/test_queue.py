@@ -18,8 +18,8 @@ from metalearn import (
     QueueClosedError,
     QueueFullError,
 )
+from metalearn._interrupt import Interrupt
 from metalearn._queue import METRIC_COLUMNS
-from metalearn._warehouse import Interrupt
 
 
 class Recorder:
@@ -226,7 +226,7 @@ def test_interrupt_reaches_the_runner() -> None:
 
 def test_metrics_columns_types_and_bounded_history() -> None:
     async def main() -> AnalysisQueue:
-        queue = AnalysisQueue(Recorder(), max_concurrency=1, batch_size=1, history=3)
+        queue = AnalysisQueue(Recorder(), max_concurrency=1, batch_size=1, metrics_history=3)
         queue.start()
         for agent in "abcde":
             queue.submit(agent, priority=ord(agent))
