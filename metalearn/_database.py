@@ -8,7 +8,10 @@ an in-memory SQLite database serialised, this process's SQLite writers queued on
 from __future__ import annotations
 
 import os
+import secrets
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -17,10 +20,9 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, insert, select
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
-from metalearn._schema import PLAN_COUNTER, counters, metadata, plans
+from metalearn._schema import PLAN_COUNTER, STORE_ID, counters, metadata, plans
 
 __all__ = ["DEFAULT_URL", "URL_VARIABLE", "Database", "default_url", "frame_rows", "insert_rows"]
 
@@ -30,6 +32,8 @@ URL_VARIABLE = "METALEARN_DB_URL"
 """The environment variable that names the database when no URL is given."""
 
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Any constant: PostgreSQL's transaction-level advisory lock that serialises schema creation.
+_SCHEMA_LOCK_KEY = 0x6D65_7461_6C65_6172  # "metalear"
 _INSERT_CHUNK_ROWS = 50_000
 
 
@@ -56,11 +60,30 @@ def _is_memory_sqlite(url: URL) -> bool:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    _wal_mode(cursor)
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _wal_mode(cursor: Any) -> None:
+    """Switch the file to WAL, waiting out other processes doing the same.
+
+    Changing the journal mode needs the file to itself, and SQLite answers "database is
+    locked" at once instead of calling the busy handler, so a crowd opening a new file
+    would fail; retry for up to the busy timeout (a file already in WAL costs one query).
+    """
+    deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def _make_engine(url: URL) -> Engine:
@@ -105,6 +128,7 @@ class Database:
         )
         self._schema_lock = threading.Lock()
         self._schema_ready = False
+        self._store_id = 0
 
     @property
     def sqlite_file(self) -> str | None:
@@ -129,28 +153,43 @@ class Database:
             yield conn
 
     def ensure_schema(self) -> None:
-        """Create the tables and the seq counter row unless this process already did."""
+        """Create the tables, the seq counter and the store's identity unless this process
+        already did.
+
+        Safe when many processes open a fresh store at once: creation runs in one
+        transaction that first takes a lock every creator waits for (SQLite: the database
+        write lock, by ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-level advisory lock),
+        so the first creates everything and the others find it there.
+        """
         if self._schema_ready:
             return
         with self._schema_lock:
             if self._schema_ready:
                 return
-            with self._serial, self.engine.begin() as conn:
+            with self._serial, self.engine.connect() as conn:
+                self._lock_for_creation(conn)
                 metadata.create_all(conn, checkfirst=True)
-            self._ensure_counter()
+                self._store_id = _ensure_counters(conn)
+                conn.commit()
             self._schema_ready = True
 
-    def _ensure_counter(self) -> None:
-        counter = select(counters.c.value).where(counters.c.name == PLAN_COUNTER)
-        try:
-            with self._serial, self.engine.begin() as conn:
-                if conn.execute(counter).first() is None:
-                    start = conn.execute(
-                        select(func.coalesce(func.max(plans.c.seq), 0))
-                    ).scalar_one()
-                    conn.execute(insert(counters).values(name=PLAN_COUNTER, value=start))
-        except IntegrityError:
-            pass  # another process created it first
+    def _lock_for_creation(self, conn: Connection) -> None:
+        if self.engine.dialect.name == "sqlite":
+            # pysqlite starts no transaction before DDL by itself; this one holds the
+            # write lock (waiting out the busy timeout) until the commit.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif self.engine.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
+
+    @property
+    def store_id(self) -> str:
+        """The store's identity: drawn at random when its tables were created (hex text).
+
+        A store deleted and created again gets a new one, so a cache of its history (a
+        persisted warehouse) can tell it is looking at another store.
+        """
+        self.ensure_schema()
+        return f"{self._store_id:016x}"
 
     def close(self) -> None:
         """Release the pool, when this database created the engine."""
@@ -188,3 +227,21 @@ def insert_rows(
                 f"VALUES ({', '.join([marker] * len(columns))})"
             )
             conn.exec_driver_sql(sql, chunk)
+
+
+def _ensure_counters(conn: Connection) -> int:
+    """Create the seq counter and the identity rows if missing; return the identity.
+
+    The counter of a store written before it existed starts at its highest seq.
+    """
+    value = select(counters.c.name, counters.c.value).where(
+        counters.c.name.in_([PLAN_COUNTER, STORE_ID])
+    )
+    found = {str(name): int(number) for name, number in conn.execute(value).all()}
+    if PLAN_COUNTER not in found:
+        start = conn.execute(select(func.coalesce(func.max(plans.c.seq), 0))).scalar_one()
+        conn.execute(insert(counters).values(name=PLAN_COUNTER, value=start))
+    if STORE_ID not in found:
+        found[STORE_ID] = secrets.randbits(62) + 1  # positive and fits a BIGINT
+        conn.execute(insert(counters).values(name=STORE_ID, value=found[STORE_ID]))
+    return int(found[STORE_ID])

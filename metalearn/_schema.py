@@ -33,6 +33,8 @@ __all__ = ["counters", "metadata", "plans", "snapshot_patterns", "snapshots", "s
 metadata = MetaData()
 
 PLAN_COUNTER = "plans"
+STORE_ID = "store_id"
+"""The counters row holding the store's identity (random, drawn when the store is created)."""
 
 counters = Table(
     "metalearn_counters",

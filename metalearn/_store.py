@@ -121,6 +121,15 @@ class HistoryStore:
         """The database URL with any password masked."""
         return self.engine.url.render_as_string(hide_password=True)
 
+    @property
+    def store_id(self) -> str:
+        """This store's identity, drawn at random when its tables were created.
+
+        A store deleted and created again (even with as many plans) has a new identity;
+        a persisted :class:`~metalearn.Warehouse` records it and rebuilds on a mismatch.
+        """
+        return self._database.store_id
+
     def __repr__(self) -> str:
         try:
             count: int | str = self.count()
