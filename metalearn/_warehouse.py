@@ -13,6 +13,7 @@ consistent snapshot of the mirror.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,9 +35,9 @@ from metalearn._errors import AnalysisInterrupted
 from metalearn._interrupt import Interrupt
 from metalearn._store import HistoryStore, PlanBatch
 
-# Interrupt lives in _interrupt, which imports no DuckDB; it is re-exported here, beside
-# the refresh() that takes one.
-__all__ = ["Interrupt", "Snapshot", "Warehouse", "normalised_errors"]
+__all__ = ["Snapshot", "Warehouse", "normalised_errors"]
+
+logger = logging.getLogger("metalearn.warehouse")
 
 SCHEMA_VERSION = 2
 
@@ -96,6 +97,7 @@ UPDATE sync_state SET value = $watermark WHERE key = 'watermark';
 
 _WATERMARK = "SELECT value FROM sync_state WHERE key = 'watermark'"
 _VERSION = "SELECT value FROM sync_state WHERE key = 'schema_version'"
+_STORE_ID = "SELECT value FROM sync_state WHERE key = 'store_id'"
 
 
 # Masks, in order: quoted values, UUIDs, tokens mixing letters and digits (ids such as
@@ -253,9 +255,35 @@ class Warehouse:
         self._refresh_lock = threading.Lock()
         self._closed = False
         self._create_schema()
-        if self.watermark > store.last_seq():
-            self._rebuild()  # the file mirrors another (or a reset) store
+        self._check_store()
         self._tool_ids = self._known_tools()
+
+    def _check_store(self) -> None:
+        """Empty a mirror of another store (or of this one before a reset), and record
+        which store this file mirrors.
+
+        The identity decides: a store deleted and recreated with as many plans or more
+        has the same seqs but another history.
+        """
+        cursor = self._connection.cursor()
+        try:
+            mirrored = _scalar(cursor, _STORE_ID)
+        finally:
+            cursor.close()
+        current = int(self._store.store_id, 16)
+        watermark = self.watermark
+        if watermark and (mirrored != current or watermark > self._store.last_seq()):
+            logger.warning(
+                "rebuilding warehouse %s: it mirrors %s, not store %s (%s)",
+                self._path or "in memory",
+                "an unidentified store" if mirrored is None else f"store {mirrored:016x}",
+                self._store.store_id,
+                self._store.url,
+            )
+            self._rebuild()
+        self._connection.execute(
+            "INSERT OR REPLACE INTO sync_state VALUES ('store_id', $id)", {"id": current}
+        )
 
     def _create_schema(self) -> None:
         """Create the tables; a file written by an older layout is rebuilt from scratch."""

@@ -25,6 +25,7 @@ from sqlalchemy import update
 
 from metalearn import AnalysisInterrupted, HistoryStore, InvalidArgumentError, Plan, Warehouse
 from metalearn import _sqlite_bulk as sqlite_bulk
+from metalearn._interrupt import Interrupt
 from metalearn._readers import (
     PACKED_SEQ_LIMIT,
     PLANS_SCHEMA,
@@ -34,7 +35,6 @@ from metalearn._readers import (
     default_reader,
 )
 from metalearn._schema import counters, steps
-from metalearn._warehouse import Interrupt
 from metalearn.synthetic import make_history
 from tests.conftest import END, T0, make_plan
 

@@ -127,6 +127,34 @@ def test_persisted_file_of_another_store_is_rebuilt(tmp_path: Path) -> None:
         mirror.close()
 
 
+def test_a_recreated_store_with_more_plans_is_not_served_from_the_old_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, path = f"sqlite:///{tmp_path / 'history.db'}", tmp_path / "warehouse.duckdb"
+    with HistoryStore(url) as old:
+        old.import_frames(*make_history(300, seed=1, end=END))
+        mirror = Warehouse(old, path=path)
+        assert mirror.refresh() == 300
+        mirror.close()
+    for stale in tmp_path.glob("history.db*"):  # the store is deleted and created again
+        stale.unlink()
+    with HistoryStore(url) as new:
+        plans, steps = make_history(400, seed=2, end=END)  # more plans: seqs 1..400
+        new.import_frames(plans, steps)
+        with caplog.at_level("WARNING", logger="metalearn.warehouse"):
+            mirror = Warehouse(new, path=path)
+        assert "rebuilding warehouse" in caplog.text and new.store_id in caplog.text
+        assert mirror.watermark == 0 and mirror.refresh() == 400
+        got, _ = mirrored(mirror)
+        assert sorted(got["plan_id"]) == sorted(plans["plan_id"])
+        assert int(got["succeeded"].sum()) == int((plans["status"] == "succeeded").sum())
+        mirror.close()
+        caplog.clear()
+        again = Warehouse(new, path=path)  # the same store again: resumed, not rebuilt
+        assert again.watermark == 400 and again.refresh() == 0 and caplog.text == ""
+        again.close()
+
+
 def test_snapshot_reports_what_it_sees(store: HistoryStore, warehouse: Warehouse) -> None:
     store.import_frames(*make_history(25, seed=3, end=END))
     warehouse.refresh()
