@@ -167,14 +167,7 @@ class ExecutionService:
         while self._waiting_writes:
             batch = self._waiting_writes[: self._write_batch]
             del self._waiting_writes[: self._write_batch]
-            plans = [plan for plan, _ in batch]
-            outcomes: list[int | BaseException]
-            try:
-                outcomes = [
-                    *await loop.run_in_executor(self._writer, self.store.record_plans, plans)
-                ]
-            except Exception as error:  # the store failed: every plan of the batch hears it
-                outcomes = [error] * len(batch)
+            outcomes = await self._record(loop, [plan for plan, _ in batch])
             for (_, written), outcome in zip(batch, outcomes, strict=True):
                 if written.done():  # its finalize_plan was cancelled
                     continue
@@ -182,6 +175,25 @@ class ExecutionService:
                     written.set_exception(outcome)
                 else:
                     written.set_result(outcome)
+
+    async def _record(
+        self, loop: asyncio.AbstractEventLoop, plans: list[Plan]
+    ) -> list[int | BaseException]:
+        """Write ``plans`` in one transaction; should it fail, write them one by one, so
+        that only a plan the store refuses fails, and only for its own caller."""
+        try:
+            return [*await loop.run_in_executor(self._writer, self.store.record_plans, plans)]
+        except Exception as error:
+            if len(plans) == 1:
+                return [error]
+            logger.warning(
+                "a group commit of %d plans failed (%s: %s); writing them one at a time",
+                len(plans), type(error).__name__, error,
+            )  # fmt: skip
+        outcomes: list[int | BaseException] = []
+        for plan in plans:
+            outcomes += await self._record(loop, [plan])
+        return outcomes
 
     # -- lifecycle ---------------------------------------------------------------------
 

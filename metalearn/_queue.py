@@ -396,22 +396,21 @@ class AnalysisQueue:
                              "attempts": "int64", "wait_ms": "float64", "run_ms": "float64",
                              "status": "str"})  # fmt: skip
 
-    def stats(self) -> dict[str, float | int]:
+    def stats(self) -> dict[str, float | int | None]:
         """Counters and latency percentiles.
 
         ``submitted`` (plans enqueued), ``coalesced`` (plans merged into a waiting entry),
         ``completed``, ``failed`` and ``cancelled`` (jobs), ``analyses`` (agent analyses
         written), ``dropped`` (plans whose analysis was dropped), ``pending``, ``running``,
         and ``wait_p50_ms``, ``wait_p95_ms``, ``run_p50_ms``, ``run_p95_ms`` over the
-        jobs kept in :meth:`metrics`.
+        jobs kept in :meth:`metrics` (``None`` until a job has finished, so the dict is
+        JSON-safe from the start).
         """
-        stats: dict[str, float | int] = dict(self._counts)
+        stats: dict[str, float | int | None] = dict(self._counts)
         stats["pending"], stats["running"] = len(self._pending), len(self._running)
         for name, values in self._latencies():
             for q in (50, 95):
-                stats[f"{name}_p{q}_ms"] = (
-                    float(np.percentile(values, q)) if values else float("nan")
-                )
+                stats[f"{name}_p{q}_ms"] = float(np.percentile(values, q)) if values else None
         return stats
 
     def _latencies(self) -> Iterator[tuple[str, list[float]]]:

@@ -309,3 +309,37 @@ def test_background_snapshot_equals_a_direct_analysis(tmp_path: Path) -> None:
                     report.patterns,
                     meta.extract_successful_patterns_sync(agent, min_support=5).patterns,
                 )
+
+
+class RefusingStore(HistoryStore):
+    """A real store whose database refuses any transaction holding the plan ``refused``
+    (as a database refuses a value it cannot store), whatever else is in it."""
+
+    def record_plans(self, batch: Sequence[Plan]) -> list[int | DuplicatePlanError]:
+        if any(plan.plan_id == "refused" for plan in batch):
+            raise LookupError("the database refused plan 'refused'")
+        return super().record_plans(batch)
+
+
+def test_group_commit_isolates_the_failing_plan(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RefusingStore(f"sqlite:///{tmp_path / 'history.db'}")
+
+    async def main() -> list[Any]:
+        async with ExecutionService(store, min_support=1) as service:
+            plans = [plan(f"p-{i}", "a") for i in range(40)]
+            plans.insert(17, plan("refused", "a"))
+            return await asyncio.gather(
+                *(service.finalize_plan(p) for p in plans), return_exceptions=True
+            )
+
+    outcomes = asyncio.run(main())
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(failed) == 1 and isinstance(failed[0], LookupError)
+    assert outcomes[17] is failed[0]  # the refused plan's own caller, nobody else
+    written = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(written) == 40 and len(store) == 40
+    assert sorted(o.seq for o in written) == sorted(set(o.seq for o in written))
+    assert "writing them one at a time" in caplog.text
+    store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -265,3 +266,20 @@ def test_interrupted_error_is_a_metalearn_error() -> None:
     interrupt.request()
     with pytest.raises(AnalysisInterrupted, match="interrupted"):
         interrupt.check()
+
+
+def test_stats_are_json_safe_before_the_first_job() -> None:
+    async def main() -> AnalysisQueue:
+        async def runner(agents: tuple[str, ...], interrupt: Interrupt) -> None:
+            return None
+
+        queue = AnalysisQueue(runner)
+        assert json.loads(json.dumps(queue.stats(), allow_nan=False))["wait_p50_ms"] is None
+        queue.start()
+        queue.submit("a")
+        await queue.close(drain=True)
+        return queue
+
+    stats = run(main).stats()
+    assert isinstance(stats["run_p95_ms"], float) and stats["completed"] == 1
+    json.dumps(stats, allow_nan=False)
