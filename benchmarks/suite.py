@@ -189,12 +189,18 @@ def _default_window_days() -> float | None:
 
 
 def agent_job(run: Run) -> None:
-    """The job background analysis runs for one agent: default options, window ending now."""
+    """The job background analysis runs for one agent: default options, with the window
+    ending at the history's last plan (a window ending now would empty as the fixed
+    history ages, and the row would measure nothing)."""
     with run.service() as service:
         with run.timed("job"):
-            service.snapshot_agents_sync([AGENT])
+            service.snapshot_agents_sync([AGENT], as_of=histories.END)
         days = _default_window_days()
-        window = service.analyze_execution_patterns_sync(AGENT, time_range_days=days)
+        window = service.analyze_execution_patterns_sync(
+            AGENT, time_range_days=days, as_of=histories.END
+        )
+    if window.n_plans == 0:
+        raise RuntimeError(f"agent_job: the {days}-day window before {histories.END} is empty")
     run.info.update(window_days=days, window_plans=window.n_plans)
 
 

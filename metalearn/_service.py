@@ -174,6 +174,7 @@ class MetaLearningService:
         agent_ids: Sequence[str],
         *,
         time_range_days: float | None = 30,
+        as_of: datetime | None = None,
         min_length: int = 1,
         max_length: int = 4,
         min_support: int = 20,
@@ -184,13 +185,13 @@ class MetaLearningService:
         """Analyse several agents together and store one snapshot each.
 
         One warehouse refresh and one query per table for the whole batch; both analyses
-        (window ending now) for every agent, written with their pattern rows in one
-        transaction (the newest ``keep_snapshots`` snapshots per agent are kept). Returns
-        each agent's snapshot id. This is what background analysis runs; ``interrupt``
-        lets the queue stop it.
+        (window ending at ``as_of``, default now) for every agent, written with their
+        pattern rows in one transaction (the newest ``keep_snapshots`` snapshots per agent
+        are kept). Returns each agent's snapshot id. This is what background analysis
+        runs; ``interrupt`` lets the queue stop it.
         """
         agents = tuple(dict.fromkeys(agent_ids))
-        window = Window.build(None, time_range_days, None, agents=agents)
+        window = Window.build(None, time_range_days, as_of, agents=agents)
         options = PatternOptions.build(
             min_length=min_length, max_length=max_length, min_support=min_support, fdr=fdr
         )

@@ -343,3 +343,15 @@ def test_group_commit_isolates_the_failing_plan(
     assert sorted(o.seq for o in written) == sorted(set(o.seq for o in written))
     assert "writing them one at a time" in caplog.text
     store.close()
+
+
+def test_background_snapshot_of_a_past_window(tmp_path: Path) -> None:
+    end = datetime(2026, 6, 1, tzinfo=UTC)  # a fixed history: its window must not age
+    with HistoryStore(f"sqlite:///{tmp_path / 'h.db'}") as store:
+        store.import_frames(*make_history(2_000, seed=4, end=end))
+        with MetaLearningService(store) as meta:
+            meta.snapshot_agents_sync(["support-bot"], as_of=end, min_support=5)
+            stored = meta.latest_analysis_sync("support-bot")
+            direct = meta.analyze_execution_patterns_sync("support-bot", as_of=end)
+    assert stored is not None and stored.n_plans == direct.n_plans > 0
+    pd.testing.assert_frame_equal(stored.by_goal_type, direct.by_goal_type)
