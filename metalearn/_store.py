@@ -356,7 +356,11 @@ class HistoryStore:
     def export_csv(self, directory: str | os.PathLike[str]) -> tuple[Path, Path]:
         """Write ``plans.csv`` and ``steps.csv`` (interchange format) into ``directory``.
 
-        :meth:`import_csv` reads them back into identical plans and steps.
+        :meth:`import_csv` reads them back into identical plans and steps. That is what
+        these files are for (a backup, a move to another database): every value is kept
+        verbatim, so a tool name or error text an agent wrote as ``=HYPERLINK(...)`` stays
+        a formula cell. Do not open them in a spreadsheet; share the analysis CSVs of
+        :mod:`metalearn.export` instead, whose text cells are neutralised.
         """
         return _interchange_csv.write_csv(self.iter_batches(), directory)
 
