@@ -75,6 +75,25 @@ missing.
 trace and span id) are read once, preferring a copy with an end time; statuses may be
 ``2``, ``"STATUS_CODE_ERROR"``, ``"ERROR"`` or ``"error"``; ids may be upper- or
 lower-case hex, ``0x``-prefixed or integers.
+
+**Malformed data** raises :class:`TraceFormatError` (a ``MetalearnError`` and a
+``ValueError``), whose message, ``source`` and ``field`` name the file (and line) or input,
+the record (span, row or item position) and the field: a file that is not UTF-8, gzip,
+JSON, CSV or Parquet; a field that must hold an object or a list (``status``,
+``attributes``, ``context``, ``resource``, ``spans``, ``observations``...) holding something
+else; an id that is an object or a list; a timestamp that is no ISO-8601 text or number,
+is infinite, or lies outside 1677-09-21..2262-04-11 (the nanosecond range of the plans'
+datetimes); objects or lists nested more than 100 levels deep (the real samples need 12);
+an integer of more than 4,096 bits. Besides these only ``OSError`` (an unreadable path)
+leaves a reader. Fields the formats leave free (Langfuse ``metadata``, MLflow ``tags``,
+events that are not a list) are ignored when they are not objects, as before.
+
+>>> from metalearn.importers import TraceFormatError
+>>> try:
+...     read_otlp({"spans": [{"context": {"trace_id": 1, "span_id": 2}, "status": 3}]})
+... except TraceFormatError as err:
+...     print(err.source, err.field)
+input, item 0 status
 """
 
 from metalearn.importers._core import ImportResult, ScoreRule, Span, Trace

@@ -18,7 +18,7 @@ import pandas as pd
 
 from metalearn._types import MAX_NAME_LENGTH
 from metalearn.importers._errors import TraceImportError
-from metalearn.importers._parse import present
+from metalearn.importers._parse import present, text
 
 __all__ = [
     "ImportResult",
@@ -241,7 +241,7 @@ class ImportResult:
 def role(span: Span) -> str:
     """``"agent"``, ``"tool"`` or ``"other"``, from the span kind and GenAI attributes."""
     kind = span.kind.upper()
-    operation = str(span.attributes.get("gen_ai.operation.name") or "")
+    operation = text(span.attributes.get("gen_ai.operation.name")) or ""
     if kind == "AGENT" or operation == "invoke_agent":
         return "agent"
     if kind == "TOOL" or operation == "execute_tool":

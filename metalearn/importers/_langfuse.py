@@ -39,13 +39,17 @@ from metalearn.importers._core import (
 from metalearn.importers._errors import TraceFormatError
 from metalearn.importers._parse import (
     PathLike,
+    bounded,
     documents,
     flatten,
     is_path,
     json_object,
+    mapping,
     present,
     read_table,
     records,
+    sequence,
+    shown,
     span_id,
     text,
     to_ns,
@@ -66,6 +70,7 @@ _TRACE_FIELDS = {
 _ENRICHED_FIELDS = {"trace_name": "name", "user_id": "userId", "session_id": "sessionId"}
 
 Row = Mapping[str, Any]
+Located = tuple[str, Any]  # (where, row): a row and the place it was read from
 
 
 def _field(row: Row, camel: str, snake: str) -> Any:
@@ -73,16 +78,17 @@ def _field(row: Row, camel: str, snake: str) -> Any:
     return value if present(value) else row.get(snake)
 
 
-def _metadata(row: Row) -> tuple[dict[str, Any], dict[str, Any]]:
+def _metadata(row: Row, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Span attributes (OTel attributes plus other metadata keys) and resource attributes."""
-    metadata = json_object(row.get("metadata"))
-    attributes = json_object(metadata.get("attributes"))
+    metadata = json_object(row.get("metadata"), where, "metadata")
+    attributes = json_object(metadata.get("attributes"), where, "metadata.attributes")
     attributes.update({k: v for k, v in metadata.items() if k not in _RESERVED_METADATA})
-    return attributes, json_object(metadata.get("resourceAttributes"))
+    resource = json_object(metadata.get("resourceAttributes"), where, "metadata.resourceAttributes")
+    return attributes, resource
 
 
 def _kind(row: Row, attributes: Mapping[str, Any]) -> str:
-    kind = str(row.get("type") or "").upper()
+    kind = (text(row.get("type")) or "").upper()
     if kind == "SPAN" and attributes.keys() >= _LANGCHAIN_TOOL_KEYS:
         return "TOOL"
     return kind
@@ -90,7 +96,7 @@ def _kind(row: Row, attributes: Mapping[str, Any]) -> str:
 
 def _observation(row: Row, where: str) -> Span:
     trace_id = text(_field(row, "traceId", "trace_id"))
-    ident = span_id(row.get("id"))
+    ident = span_id(row.get("id"), where, "id")
     if trace_id is None or ident is None:
         field = "traceId" if trace_id is None else "id"
         raise TraceFormatError(
@@ -98,16 +104,17 @@ def _observation(row: Row, where: str) -> Span:
             source=where,
             field=field,
         )
-    attributes, resource = _metadata(row)
+    attributes, resource = _metadata(row, where)
     kind = _kind(row, attributes)
     start = to_ns(_field(row, "startTime", "start_time"), where, "startTime")
     end = to_ns(_field(row, "endTime", "end_time"), where, "endTime")
-    level = str(row.get("level") or "").upper()
+    level = (text(row.get("level")) or "").upper()
+    parent = _field(row, "parentObservationId", "parent_observation_id")
     return Span(
         trace_id=trace_id,
         span_id=ident,
-        parent_id=span_id(_field(row, "parentObservationId", "parent_observation_id")),
-        name=str(row.get("name") or ""),
+        parent_id=span_id(parent, where, "parentObservationId"),
+        name=text(row.get("name")) or "",
         kind=kind,
         start_ns=start,
         end_ns=start if kind == "EVENT" and end is None else end,
@@ -118,30 +125,45 @@ def _observation(row: Row, where: str) -> Span:
     )
 
 
-def _score_value(score: Row) -> Any:
-    kind = str(_field(score, "dataType", "data_type") or "NUMERIC").upper()
+def _number(value: Any, where: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise TraceFormatError(
+            f"{where}: score field 'value' = {shown(value)} is not a number; a NUMERIC or "
+            "BOOLEAN score has a numeric value (labels go in 'stringValue')",
+            source=where,
+            field="value",
+        ) from None
+
+
+def _score_value(score: Row, where: str) -> Any:
+    kind = (text(_field(score, "dataType", "data_type")) or "NUMERIC").upper()
     label = _field(score, "stringValue", "string_value")
     if kind in ("CATEGORICAL", "TEXT"):
         return text(label)
     value: Any = score.get("value")
     if not present(value):
         return None
-    return float(value) != 0 if kind == "BOOLEAN" else float(value)
+    number = _number(value, where)
+    return number != 0 if kind == "BOOLEAN" else number
 
 
-def _score_entries(scores: Sequence[Row]) -> Iterator[tuple[str, tuple[str, Any, bool, Any]]]:
+def _score_entries(scores: Sequence[Located]) -> Iterator[tuple[str, tuple[str, Any, bool, Any]]]:
     """``(trace_id, (name, value, trace_level, timestamp))`` per score row."""
-    for score in scores:
+    for where, row in scores:
+        score = mapping(row, where, None)
         trace_id = text(_field(score, "traceId", "trace_id"))
-        if trace_id is not None:
+        name = text(score.get("name"))
+        if trace_id is not None and name is not None:
             trace_level = not present(_field(score, "observationId", "observation_id"))
-            stamp = str(score.get("timestamp") or "")
-            yield trace_id, (str(score.get("name")), _score_value(score), trace_level, stamp)
+            stamp = text(score.get("timestamp")) or ""
+            yield trace_id, (name, _score_value(score, where), trace_level, stamp)
 
 
-def _trace_info(trace: Row, scores: Mapping[str, Any]) -> TraceInfo:
-    metadata = json_object(trace.get("metadata"))
-    attributes = flatten(json_object(metadata.get("attributes")))
+def _trace_info(trace: Row, scores: Mapping[str, Any], where: str) -> TraceInfo:
+    metadata = json_object(trace.get("metadata"), where, "metadata")
+    attributes = flatten(json_object(metadata.get("attributes"), where, "metadata.attributes"))
     attributes.update(flatten({k: v for k, v in metadata.items() if k not in _RESERVED_METADATA}))
     for key, name in _TRACE_FIELDS.items():
         if present(trace.get(key)):
@@ -153,7 +175,7 @@ def _trace_info(trace: Row, scores: Mapping[str, Any]) -> TraceInfo:
 class _Collected:
     spans: list[Span] = field(default_factory=list)
     traces: dict[str, dict[str, Any]] = field(default_factory=dict)
-    scores: list[Row] = field(default_factory=list)
+    scores: list[Located] = field(default_factory=list)
 
     def add_trace(self, trace: Row, observations: Any, where: str) -> None:
         trace_id = text(trace.get("id"))
@@ -161,10 +183,14 @@ class _Collected:
             raise TraceFormatError(f"{where}: the trace has no 'id'", source=where, field="id")
         self.traces.setdefault(trace_id, {}).update(trace)
         # The API's trace lists hold only the ids of observations and scores: skip those.
-        scores = [s for s in trace.get("scores") or [] if isinstance(s, Mapping)]
-        self.scores.extend({**score, "traceId": trace_id} for score in scores)
-        full = [o for o in observations or [] if isinstance(o, Mapping)]
-        self.add(full, f"{where}, observations")
+        scores = sequence(trace.get("scores"), where, "scores")
+        self.scores.extend(
+            (f"{where}, score {n}", {**score, "traceId": trace_id})
+            for n, score in enumerate(scores)
+            if isinstance(score, Mapping)
+        )
+        listed = sequence(observations, where, "observations")
+        self.add([o for o in listed if isinstance(o, Mapping)], f"{where}, observations")
 
     def add_row(self, row: Row, where: str) -> None:
         span = _observation(row, where)
@@ -180,7 +206,7 @@ class _Collected:
             for position, item in enumerate(document):
                 self.add(item, f"{where}, item {position}")
         elif isinstance(document, Mapping) and "observations" in document:
-            trace = document.get("trace", document)
+            trace = mapping(document.get("trace", document), where, "trace")
             self.add_trace(trace, document["observations"], where)
         elif isinstance(document, Mapping) and isinstance(document.get("data"), list):
             self.add(document["data"], where)
@@ -200,46 +226,58 @@ class _Collected:
         trace_ids = dict.fromkeys([*self.traces, *entries])
         return {
             trace_id: _trace_info(
-                self.traces.get(trace_id, {}), pick_scores(entries.get(trace_id, []))
+                self.traces.get(trace_id, {}),
+                pick_scores(entries.get(trace_id, [])),
+                f"trace {trace_id!r}",
             )
             for trace_id in trace_ids
         }
 
 
-def _unwrapped(document: Any) -> list[Row]:
+def _unwrapped(document: Any, where: str) -> list[Located]:
     """Score rows from a row, a list of rows, or an API page ``{"data": [...]}``."""
     if isinstance(document, Mapping):
         data = document.get("data")
-        return list(data) if isinstance(data, list) else [document]
+        if isinstance(data, list):
+            return [(f"{where}, item {n}", row) for n, row in enumerate(data)]
+        return [(where, document)]
     if isinstance(document, list | tuple):
-        return [row for item in document for row in _unwrapped(item)]
+        items = enumerate(document)
+        return [found for n, item in items for found in _unwrapped(item, f"{where}, item {n}")]
     return []
 
 
-def _score_rows(source: Any) -> list[Row]:
+def _is_table(item: Any) -> bool:
+    return is_path(item) and bool(_TABLES.intersection(s.lower() for s in Path(item).suffixes))
+
+
+def _score_rows(source: Any, where: str = "scores") -> list[Located]:
     if isinstance(source, pd.DataFrame):
-        return list(records(source))
-    if is_path(source) and _TABLES.intersection(s.lower() for s in Path(source).suffixes):
-        return list(records(read_table(Path(source))))
+        return records(source, where)
+    if _is_table(source):
+        return records(read_table(Path(source)), Path(source).name)
     if is_path(source):
-        return [row for _, document in documents(source) for row in _unwrapped(document)]
+        return [row for at, document in documents(source) for row in _unwrapped(document, at)]
     if isinstance(source, list | tuple):
-        return [row for item in source for row in _score_rows(item)]
-    return _unwrapped(source)
+        items = enumerate(source)
+        return [row for n, item in items for row in _score_rows(item, f"{where} item {n}")]
+    return _unwrapped(bounded(source, where), where)
 
 
 def _collect(collected: _Collected, source: Any) -> None:
     items = list(source) if isinstance(source, list | tuple) else [source]
     for position, item in enumerate(items):
-        if isinstance(item, pd.DataFrame):
-            collected.add(records(item), f"data frame {position}")
-        elif is_path(item) and _TABLES.intersection(s.lower() for s in Path(item).suffixes):
-            collected.add(records(read_table(Path(item))), Path(item).name)
+        if isinstance(item, pd.DataFrame) or _is_table(item):
+            frame = item if isinstance(item, pd.DataFrame) else read_table(Path(item))
+            name = f"data frame {position}" if item is frame else Path(item).name
+            for where, row in records(frame, name):
+                collected.add(row, where)
         elif is_path(item):
             for where, document in documents(item):
                 collected.add(document, where)
         else:
-            collected.add(item, "input" if item is source else f"input item {position}")
+            where = "input" if item is source else f"input item {position}"
+            collected.add(bounded(item, where), where)
 
 
 def read_langfuse(

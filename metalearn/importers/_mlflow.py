@@ -15,7 +15,7 @@ expectations and assessments marked ``valid: false`` are ignored.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,11 +37,13 @@ from metalearn.importers._parse import (
     PathLike,
     exception_message,
     json_object,
+    loads,
+    mapping,
     present,
-    records,
+    rows,
+    sequence,
     span_id,
     status_of,
-    table_from,
     text,
     to_ns,
 )
@@ -51,12 +53,12 @@ __all__ = ["read_mlflow"]
 Row = Mapping[str, Any]
 
 
-def _decoded(value: Any) -> Any:
+def _decoded(value: Any, where: str, field: str) -> Any:
     """MLflow stores every span attribute JSON-encoded; decode what decodes."""
     if not isinstance(value, str):
         return value
     try:
-        return json.loads(value)
+        return loads(value, where, field)
     except json.JSONDecodeError:
         return value
 
@@ -64,18 +66,21 @@ def _decoded(value: Any) -> Any:
 def _as_list(value: Any, where: str, field: str) -> list[Any]:
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = loads(value, where, field)
         except json.JSONDecodeError:
             raise TraceFormatError(
                 f"{where}: field {field!r} is text but not JSON", source=where, field=field
             ) from None
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    return list(value) if isinstance(value, list | tuple) else []
+    return sequence(value, where, field)
 
 
-def _decoded_attributes(attributes: Any) -> dict[str, Any]:
-    return {k: _decoded(v) for k, v in (attributes or {}).items()}
+def _decoded_attributes(attributes: Any, where: str, field: str) -> dict[str, Any]:
+    decoded = mapping(attributes, where, field)
+    return {k: _decoded(v, where, f"{field}.{k}") for k, v in decoded.items()}
+
+
+def _event_attributes(where: str) -> Callable[[Any], dict[str, Any]]:
+    return lambda attributes: _decoded_attributes(attributes, where, "events.attributes")
 
 
 def _status(raw: Row) -> tuple[str, str | None]:
@@ -86,34 +91,37 @@ def _status(raw: Row) -> tuple[str, str | None]:
 
 
 def _span(raw: Row, trace_id: str, where: str) -> Span:
-    context = raw.get("context") or {}
-    ident = span_id(context.get("span_id") or raw.get("span_id"))
+    context = mapping(raw.get("context"), where, "context")
+    own = context.get("span_id")
+    ident = span_id(own if present(own) else raw.get("span_id"), where, "span_id")
     if ident is None:
         raise TraceFormatError(f"{where}: span has no 'span_id'", source=where, field="span_id")
-    attributes = _decoded_attributes(raw.get("attributes"))
+    attributes = _decoded_attributes(raw.get("attributes"), where, "attributes")
     status, message = _status(raw)
     start = raw.get("start_time_unix_nano", raw.get("start_time"))
     end = raw.get("end_time_unix_nano", raw.get("end_time"))
+    parent = raw.get("parent_span_id", raw.get("parent_id"))
     return Span(
         trace_id=trace_id,
         span_id=ident,
-        parent_id=span_id(raw.get("parent_span_id", raw.get("parent_id"))),
-        name=str(raw.get("name") or ""),
-        kind=str(attributes.get("mlflow.spanType") or "").upper(),
+        parent_id=span_id(parent, where, "parent_span_id"),
+        name=text(raw.get("name")) or "",
+        kind=(text(attributes.get("mlflow.spanType")) or "").upper(),
         start_ns=to_ns(start, where, "start_time_unix_nano"),
         end_ns=to_ns(end, where, "end_time_unix_nano"),
         status=status,
         status_message=message,
         attributes=attributes,
-        exception=exception_message(raw.get("events"), _decoded_attributes),
+        exception=exception_message(raw.get("events"), _event_attributes(where)),
     )
 
 
 def _row_spans(row: Row, where: str) -> list[Any]:
     if isinstance(row.get("spans"), str | list | tuple | np.ndarray):
         return _as_list(row["spans"], where, "spans")
-    trace = json_object(row.get("trace"))
-    return _as_list((trace.get("data") or {}).get("spans"), where, "trace.data.spans")
+    trace = json_object(row.get("trace"), where, "trace")
+    data = mapping(trace.get("data"), where, "trace.data")
+    return _as_list(data.get("spans"), where, "trace.data.spans")
 
 
 def _assessment_entries(row: Row, where: str) -> Iterator[tuple[str, Any, bool, Any]]:
@@ -123,14 +131,17 @@ def _assessment_entries(row: Row, where: str) -> Iterator[tuple[str, Any, bool, 
         feedback = item.get("feedback")
         if isinstance(feedback, Mapping) and "value" in feedback:
             name = text(item.get("assessment_name")) or text(item.get("name"))
-            order = (item.get("last_update_time") or item.get("last_update_time_ms") or 0, position)
+            stamps = (item.get("last_update_time"), item.get("last_update_time_ms"))
+            order = (next((t for t in stamps if present(t)), 0), position)
             yield str(name), feedback["value"], not present(item.get("span_id")), str(order)
 
 
 def _info(row: Row, where: str) -> TraceInfo:
-    tags = json_object(row.get("tags"))
-    metadata = json_object(row.get("trace_metadata", row.get("request_metadata")))
-    state = str(row.get("state", row.get("status")) or "").upper()
+    tags = json_object(row.get("tags"), where, "tags")
+    metadata = json_object(
+        row.get("trace_metadata", row.get("request_metadata")), where, "trace_metadata"
+    )
+    state = (text(row.get("state", row.get("status"))) or "").upper()
     return TraceInfo(
         name=text(tags.get("mlflow.traceName")),
         attributes={**metadata, **tags},
@@ -183,13 +194,14 @@ def read_mlflow(
     """
     spans: list[Span] = []
     infos: dict[str, TraceInfo] = {}
-    for position, row in enumerate(records(table_from(frame, _ACCEPTS))):
-        where = f"row {position}"
+    for where, row in rows(frame, _ACCEPTS):
         trace_id = text(row.get("trace_id", row.get("request_id")))
         if trace_id is None:
             raise TraceFormatError(f"{where}: no 'trace_id'", source=where, field="trace_id")
         infos[trace_id] = _info(row, where)
         raws = _row_spans(row, where)
-        spans.extend(_span(raw, trace_id, f"{where}, span {n}") for n, raw in enumerate(raws))
+        for n, raw in enumerate(raws):
+            at = f"{where}, span {n}"
+            spans.append(_span(mapping(raw, at, None), trace_id, at))
     options = Options(per_agent, flatten, goal_type, outcome, score)
     return assemble(spans, infos, options)

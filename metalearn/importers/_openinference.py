@@ -12,7 +12,7 @@ both are read. Annotations (``get_span_annotations_dataframe()`` or evaluation f
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,11 +34,11 @@ from metalearn.importers._parse import (
     PathLike,
     exception_message,
     flatten,
+    mapping,
     present,
-    records,
+    rows,
     span_id,
     status_of,
-    table_from,
     text,
     to_ns,
 )
@@ -59,7 +59,7 @@ def _attributes(row: Row) -> dict[str, Any]:
     nested = row.get("attributes")
     attributes = flatten(nested) if isinstance(nested, Mapping) else {}
     for column, value in row.items():
-        if column.startswith("attributes.") and _filled(value):
+        if isinstance(column, str) and column.startswith("attributes.") and _filled(value):
             attributes[column.removeprefix("attributes.")] = value
     return attributes
 
@@ -68,15 +68,15 @@ def _filled(value: Any) -> bool:
     return isinstance(value, list | dict | np.ndarray) or present(value)
 
 
-def _flat_attributes(attributes: Any) -> dict[str, Any]:
-    return flatten(attributes or {})
+def _event_attributes(where: str) -> Callable[[Any], dict[str, Any]]:
+    return lambda attributes: flatten(mapping(attributes, where, "events.attributes"))
 
 
 def _row_span(row: Row, where: str) -> Span:
     row = flatten({k: v for k, v in row.items() if k == "context"}) | dict(row)
     trace_id, ident = (
-        span_id(_first(row, _TRACE_ID_COLUMNS), 32),
-        span_id(_first(row, _SPAN_ID_COLUMNS)),
+        span_id(_first(row, _TRACE_ID_COLUMNS), where, "context.trace_id", 32),
+        span_id(_first(row, _SPAN_ID_COLUMNS), where, "context.span_id"),
     )
     if trace_id is None or ident is None:
         field = "context.trace_id" if trace_id is None else "context.span_id"
@@ -86,19 +86,19 @@ def _row_span(row: Row, where: str) -> Span:
             field=field,
         )
     attributes = _attributes(row)
-    kind = row.get("span_kind") or attributes.get("openinference.span.kind") or ""
+    kind = text(row.get("span_kind")) or text(attributes.get("openinference.span.kind")) or ""
     return Span(
         trace_id=trace_id,
         span_id=ident,
-        parent_id=span_id(_first(row, ("parent_id", "parent_span_id"))),
-        name=str(row.get("name") or ""),
-        kind=str(kind).upper(),
+        parent_id=span_id(_first(row, ("parent_id", "parent_span_id")), where, "parent_id"),
+        name=text(row.get("name")) or "",
+        kind=kind.upper(),
         start_ns=to_ns(row.get("start_time"), where, "start_time"),
         end_ns=to_ns(row.get("end_time"), where, "end_time"),
         status=status_of(row.get("status_code")),
         status_message=text(row.get("status_message")),
         attributes=attributes,
-        exception=exception_message(row.get("events"), _flat_attributes),
+        exception=exception_message(row.get("events"), _event_attributes(where)),
     )
 
 
@@ -107,13 +107,15 @@ _ACCEPTS = (
 )
 
 
-def _annotation_rows(annotations: Any) -> Iterator[tuple[str | None, Row]]:
-    """``(name, row)`` per annotation; a mapping gives ``{name: frame}``."""
+def _annotation_rows(annotations: Any) -> Iterator[tuple[str | None, str, Row]]:
+    """``(name, where, row)`` per annotation; a mapping gives ``{name: frame}``."""
     if isinstance(annotations, Mapping):
         for name, frame in annotations.items():
-            yield from ((str(name), row) for row in records(table_from(frame, _ACCEPTS)))
+            found = rows(frame, _ACCEPTS, f"annotations {str(name)!r}")
+            yield from ((str(name), where, row) for where, row in found)
     else:
-        yield from ((None, row) for row in records(table_from(annotations, _ACCEPTS)))
+        found = rows(annotations, _ACCEPTS, "annotations")
+        yield from ((None, where, row) for where, row in found)
 
 
 def _annotation_value(row: Row) -> Any:
@@ -124,8 +126,8 @@ def _annotation_value(row: Row) -> Any:
 def _scores(annotations: Any, spans: list[Span]) -> dict[str, dict[str, Any]]:
     where = {span.span_id: span for span in spans}
     entries: dict[str, list[tuple[str, Any, bool, Any]]] = {}
-    for position, (name, row) in enumerate(_annotation_rows(annotations)):
-        span = where.get(span_id(_first(row, _SPAN_ID_COLUMNS)) or "")
+    for position, (name, at, row) in enumerate(_annotation_rows(annotations)):
+        span = where.get(span_id(_first(row, _SPAN_ID_COLUMNS), at, "span_id") or "")
         label = name or text(_first(row, ("annotation_name", "name", "eval_name")))
         if span is not None and label is not None:
             entry = (label, _annotation_value(row), span.parent_id is None, position)
@@ -171,9 +173,7 @@ def read_openinference(
     >>> result.steps[["tool", "duration_ms"]].to_dict("records")
     [{'tool': 'lookup_order', 'duration_ms': 500.0}]
     """
-    spans = [
-        _row_span(row, f"row {n}") for n, row in enumerate(records(table_from(source, _ACCEPTS)))
-    ]
+    spans = [_row_span(row, where) for where, row in rows(source, _ACCEPTS)]
     scores = _scores(annotations, spans) if annotations is not None else {}
     infos = {trace_id: TraceInfo(scores=found) for trace_id, found in scores.items()}
     options = Options(per_agent, flatten, goal_type, outcome, score)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import importlib
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,13 @@ from metalearn.importers._core import (
 from metalearn.importers._errors import MissingDependencyError, TraceFormatError
 from metalearn.importers._parse import (
     PathLike,
+    bounded,
     documents,
     exception_message,
     is_path,
+    mapping,
+    sequence,
+    shown,
     span_id,
     status_of,
     text,
@@ -55,35 +59,68 @@ _VALUE_KEYS = {
 _BINARY = frozenset({".pb", ".binpb", ".protobuf"})
 
 
-def _any_value(value: Any) -> Any:
+def _scalar(kind: str, raw: Any, where: str, field: str) -> Any:
+    try:
+        return _VALUE_KEYS[kind](raw)
+    except (TypeError, ValueError, OverflowError):
+        raise TraceFormatError(
+            f"{where}: attribute {field!r} has {kind} = {shown(raw)}, which is not a "
+            f"{_VALUE_KEYS[kind].__name__}; fix or drop that attribute",
+            source=where,
+            field=field,
+        ) from None
+
+
+def _any_value(value: Any, where: str, field: str) -> Any:
     """A Python value from an OTLP ``AnyValue`` (camelCase or snake_case keys)."""
     if not isinstance(value, Mapping):
         return value
     for key, raw in value.items():
-        name = key.replace("_", "").lower()
+        name = str(key).replace("_", "").lower()
         if name in _VALUE_KEYS:
-            return _VALUE_KEYS[name](raw)
+            return _scalar(name, raw, where, field)
         if name == "arrayvalue":
-            return [_any_value(item) for item in (raw or {}).get("values", [])]
+            values = sequence(mapping(raw, where, field).get("values"), where, field)
+            return [_any_value(item, where, field) for item in values]
         if name == "kvlistvalue":
-            return _attributes((raw or {}).get("values", []))
+            return _attributes(mapping(raw, where, field).get("values"), where, field)
     return None
 
 
-def _attributes(pairs: Any) -> dict[str, Any]:
+def _attributes(pairs: Any, where: str, field: str) -> dict[str, Any]:
     """OTLP ``[{key, value}]`` attributes (or an already plain mapping) as a dict."""
     if isinstance(pairs, Mapping):
         return dict(pairs)
-    return {pair["key"]: _any_value(pair.get("value")) for pair in pairs or [] if "key" in pair}
+    attributes = {}
+    for position, pair in enumerate(sequence(pairs, where, field)):
+        entry = mapping(pair, where, f"{field}[{position}]")
+        key = entry.get("key")
+        if key is None:
+            continue
+        if not isinstance(key, str):
+            raise TraceFormatError(
+                f"{where}: field '{field}[{position}].key' is {shown(key)}; an attribute "
+                "key is text",
+                source=where,
+                field=f"{field}[{position}].key",
+            )
+        attributes[key] = _any_value(entry.get("value"), where, key)
+    return attributes
+
+
+def _event_attributes(where: str) -> Callable[[Any], dict[str, Any]]:
+    return lambda attributes: _attributes(attributes, where, "events.attributes")
 
 
 def _kind(attributes: Mapping[str, Any]) -> str:
-    kind = attributes.get("openinference.span.kind") or attributes.get("langfuse.observation.type")
-    return str(kind).upper() if kind else ""
+    kind = text(attributes.get("openinference.span.kind")) or text(
+        attributes.get("langfuse.observation.type")
+    )
+    return kind.upper() if kind else ""
 
 
 def _required_id(raw: Any, where: str, field: str, width: int) -> str:
-    ident = span_id(raw, width)
+    ident = span_id(raw, where, field, width)
     if ident is None:
         raise TraceFormatError(
             f"{where}: span has no {field!r} (or an all-zero one); every span needs a trace "
@@ -94,14 +131,19 @@ def _required_id(raw: Any, where: str, field: str, width: int) -> str:
     return ident
 
 
+def _first(raw: Mapping[str, Any], *names: str) -> Any:
+    """The first of the names (camelCase, snake_case) that the record fills."""
+    return next((raw[name] for name in names if raw.get(name) is not None), None)
+
+
 def _otlp_span(raw: Mapping[str, Any], resource: dict[str, Any], where: str) -> Span:
-    attributes = _attributes(raw.get("attributes"))
-    status = raw.get("status") or {}
+    attributes = _attributes(raw.get("attributes"), where, "attributes")
+    status = mapping(raw.get("status"), where, "status")
     return Span(
-        trace_id=_required_id(raw.get("traceId", raw.get("trace_id")), where, "traceId", 32),
-        span_id=_required_id(raw.get("spanId", raw.get("span_id")), where, "spanId", 16),
-        parent_id=span_id(raw.get("parentSpanId", raw.get("parent_span_id"))),
-        name=str(raw.get("name") or ""),
+        trace_id=_required_id(_first(raw, "traceId", "trace_id"), where, "traceId", 32),
+        span_id=_required_id(_first(raw, "spanId", "span_id"), where, "spanId", 16),
+        parent_id=span_id(_first(raw, "parentSpanId", "parent_span_id"), where, "parentSpanId"),
+        name=text(raw.get("name")) or "",
         kind=_kind(attributes),
         start_ns=to_ns(raw.get("startTimeUnixNano"), where, "startTimeUnixNano"),
         end_ns=to_ns(raw.get("endTimeUnixNano"), where, "endTimeUnixNano"),
@@ -109,43 +151,51 @@ def _otlp_span(raw: Mapping[str, Any], resource: dict[str, Any], where: str) -> 
         status_message=text(status.get("message")),
         attributes=attributes,
         resource=resource,
-        exception=exception_message(raw.get("events"), _attributes),
+        exception=exception_message(raw.get("events"), _event_attributes(where)),
     )
 
 
 def _resource_spans(document: Mapping[str, Any], where: str) -> Iterator[Span]:
-    for block in document.get("resourceSpans") or document.get("resource_spans") or []:
-        resource = _attributes((block.get("resource") or {}).get("attributes"))
-        scopes = block.get("scopeSpans") or block.get("instrumentationLibrarySpans") or []
-        for scope in scopes:
-            for position, raw in enumerate(scope.get("spans") or []):
-                yield _otlp_span(raw, resource, f"{where}, span {position}")
+    blocks = _first(document, "resourceSpans", "resource_spans")
+    for b, item in enumerate(sequence(blocks, where, "resourceSpans")):
+        block = mapping(item, where, f"resourceSpans[{b}]")
+        resource_field = f"resourceSpans[{b}].resource"
+        resource = mapping(block.get("resource"), where, resource_field)
+        attributes = _attributes(resource.get("attributes"), where, f"{resource_field}.attributes")
+        scopes = _first(block, "scopeSpans", "instrumentationLibrarySpans")
+        for s, scope in enumerate(sequence(scopes, where, f"resourceSpans[{b}].scopeSpans")):
+            field = f"resourceSpans[{b}].scopeSpans[{s}]"
+            spans = sequence(mapping(scope, where, field).get("spans"), where, f"{field}.spans")
+            for position, raw in enumerate(spans):
+                at = f"{where}, span {position}"
+                yield _otlp_span(mapping(raw, at, None), attributes, at)
 
 
 def _parent_of(raw: Mapping[str, Any]) -> Any:
     if "parent_id" in raw:
         return raw["parent_id"]
-    parent = raw.get("parent") or {}
+    parent = raw.get("parent")
     return parent.get("span_id") if isinstance(parent, Mapping) else None
 
 
 def _sdk_span(raw: Mapping[str, Any], where: str) -> Span:
-    context = raw.get("context") or {}
-    attributes = dict(raw.get("attributes") or {})
-    status = raw.get("status") or {}
+    context = mapping(raw.get("context"), where, "context")
+    attributes = dict(mapping(raw.get("attributes"), where, "attributes"))
+    status = mapping(raw.get("status"), where, "status")
+    resource = mapping(raw.get("resource"), where, "resource")
     return Span(
         trace_id=_required_id(context.get("trace_id"), where, "context.trace_id", 32),
         span_id=_required_id(context.get("span_id"), where, "context.span_id", 16),
-        parent_id=span_id(_parent_of(raw)),
-        name=str(raw.get("name") or ""),
+        parent_id=span_id(_parent_of(raw), where, "parent_id"),
+        name=text(raw.get("name")) or "",
         kind=_kind(attributes),
         start_ns=to_ns(raw.get("start_time"), where, "start_time"),
         end_ns=to_ns(raw.get("end_time"), where, "end_time"),
         status=status_of(status.get("status_code")),
         status_message=text(status.get("description")),
         attributes=attributes,
-        resource=dict((raw.get("resource") or {}).get("attributes") or {}),
-        exception=exception_message(raw.get("events"), _attributes),
+        resource=dict(mapping(resource.get("attributes"), where, "resource.attributes")),
+        exception=exception_message(raw.get("events"), _event_attributes(where)),
     )
 
 
@@ -219,7 +269,8 @@ def _binary_documents(path: Path) -> Iterator[tuple[str, Any]]:
                 f"{path.name} message {number}: not a binary OTLP TracesData ({err})",
                 source=f"{path.name} message {number}",
             ) from None
-        yield f"{path.name} message {number}", _hex_ids(json_format.MessageToDict(message))
+        where = f"{path.name} message {number}"
+        yield where, bounded(_hex_ids(json_format.MessageToDict(message)), where)
 
 
 def _all_documents(source: Any) -> Iterator[tuple[str, Any]]:
@@ -230,7 +281,8 @@ def _all_documents(source: Any) -> Iterator[tuple[str, Any]]:
         elif is_path(item) or not isinstance(item, Mapping | list | tuple):
             yield from documents(item)
         else:
-            yield ("input" if item is source else f"input item {position}"), item
+            where = "input" if item is source else f"input item {position}"
+            yield where, bounded(item, where)
 
 
 def read_otlp(
