@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metalearn._interchange import PLAN_COLUMNS, STEP_COLUMNS
 from metalearn._types import MAX_NAME_LENGTH
 from metalearn.importers._errors import TraceImportError
 from metalearn.importers._parse import present, text
@@ -38,25 +39,18 @@ _NOT_AGENT_OR_TOOL = frozenset(
     {"LLM", "GENERATION", "CHAT_MODEL", "EMBEDDING", "RETRIEVER", "RERANKER", "EVENT"}
     | {"EVALUATOR", "GUARDRAIL", "PARSER", "MEMORY", "PROMPT"}
 )
-_PLAN_DTYPES = {
-    "plan_id": "str",
-    "agent_id": "str",
-    "goal_type": "str",
-    "status": "str",
+# The interchange columns (one definition, in metalearn._interchange) and how each is built
+# here: text unless named below; "ns" is epoch nanoseconds turned into UTC datetimes.
+_NOT_TEXT = {
     "started_at": "ns",
     "finished_at": "ns",
     "reward": "float64",
-    "error": "str",
     "priority": "int64",
-}
-_STEP_DTYPES = {
-    "plan_id": "str",
     "step_index": "int64",
-    "tool": "str",
-    "status": "str",
     "duration_ms": "float64",
-    "error": "str",
 }
+_PLAN_DTYPES = {name: _NOT_TEXT.get(name, "str") for name in PLAN_COLUMNS}
+_STEP_DTYPES = {name: _NOT_TEXT.get(name, "str") for name in STEP_COLUMNS}
 _REPORT_DTYPES = {
     "trace_id": "str",
     "plan_id": "str",
