@@ -9,15 +9,16 @@ snapshots to :mod:`~metalearn._snapshot_store`, CSV files to
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DataError, IntegrityError
 
 from metalearn import _interchange_csv, _snapshot_store
 from metalearn._checks import positive_int
@@ -29,9 +30,10 @@ from metalearn._database import (
     frame_rows,
     insert_rows,
 )
-from metalearn._errors import DuplicatePlanError, InvalidArgumentError
+from metalearn._errors import DuplicatePlanError, InvalidArgumentError, MetalearnError
 from metalearn._interchange import (
     ImportReport,
+    Problem,
     RowLabel,
     default_row_label,
     duplicate_problems,
@@ -39,6 +41,7 @@ from metalearn._interchange import (
     problem_error,
     validate_frames,
 )
+from metalearn._interchange_csv import RowBatch
 from metalearn._readers import PlanBatch, Reader, ReaderFactory, chunk_bounds, default_reader
 from metalearn._schema import PLAN_COUNTER, counters, plans, steps
 from metalearn._types import Plan, epoch_micros
@@ -213,12 +216,16 @@ class HistoryStore:
     ) -> ImportReport:
         """Bulk-load plans and steps in the interchange format (see the README).
 
-        ``on_error="raise"`` is all-or-nothing: the first bad record raises
-        :class:`InvalidRecordError` naming its table, row, plan and field (or
-        :class:`DuplicatePlanError` for a plan already stored) and nothing is written.
-        ``on_error="skip"`` writes every valid plan and reports the rejected ones.
+        ``on_error="raise"`` is all-or-nothing: the first bad record (plan rows first, then
+        step rows) raises :class:`InvalidRecordError` naming its table, row, plan and field
+        (or :class:`DuplicatePlanError` for a plan already stored) and nothing is written.
+        ``on_error="skip"`` writes every valid plan and reports the rejected ones, one per
+        plan, in the report's ``rejections``; a plan the database itself refuses is
+        rejected there too. Each plan row reserves the seq ``first + row``, so seqs follow
+        the rows and a rejected row leaves a gap.
         """
-        return self._import(plans, steps, on_error, default_row_label)
+        _check_on_error(on_error)
+        return self._import([RowBatch.of_frames(plans, steps)], len(plans), on_error)
 
     def import_csv(
         self,
@@ -226,39 +233,43 @@ class HistoryStore:
         steps_path: str | os.PathLike[str],
         *,
         on_error: Literal["raise", "skip"] = "raise",
+        batch_size: int = 20_000,
     ) -> ImportReport:
-        """Bulk-load ``plans.csv`` and ``steps.csv`` files; see :meth:`import_frames`.
+        """Bulk-load ``plans.csv`` and ``steps.csv`` files (UTF-8, RFC 4180); see
+        :meth:`import_frames`. Errors name the file and its line (the header is line 1).
 
-        Errors name the file and its line (the header is line 1).
+        The files are streamed: they are read and checked first (a file that is not UTF-8,
+        has a malformed quote, no header or no required column raises
+        :class:`InvalidRecordError` before anything is written), their rows staged in
+        temporary files (``$TMPDIR``) by plan id, then validated and written about
+        ``batch_size`` plans at a time, in one transaction. Memory follows ``batch_size``,
+        not the size of the files; the steps of a plan may be anywhere in ``steps.csv``.
         """
-        plan_frame, step_frame, label = _interchange_csv.read_csv(plans_path, steps_path)
-        return self._import(plan_frame, step_frame, on_error, label)
+        _check_on_error(on_error)
+        positive_int("batch_size", batch_size, what="plans per batch")
+        with _interchange_csv.stage_csv(plans_path, steps_path, batch_size=batch_size) as staged:
+            return self._import(staged.batches(), staged.plan_rows, on_error)
 
-    def _import(
-        self,
-        plan_frame: pd.DataFrame,
-        step_frame: pd.DataFrame,
-        on_error: str,
-        row_label: RowLabel,
-    ) -> ImportReport:
-        if on_error not in ("raise", "skip"):
-            raise InvalidArgumentError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
-        checked = validate_frames(plan_frame, step_frame)
-        problems = list(checked.problems)
-        if problems and on_error == "raise":
-            raise problem_error(problems[0], row_label)
-        valid_plans, valid_steps = checked.plans, checked.steps
+    def _import(self, batches: Iterable[RowBatch], rows: int, on_error: str) -> ImportReport:
+        rejections = _Rejections(keep_all=on_error == "skip")
+        imported = written_steps = 0
         with self._database.begin() as conn:
-            first_seq = _allocate(conn, len(valid_plans)) if len(valid_plans) else 0
-            duplicates = _existing_ids(conn, valid_plans["plan_id"])
-            if duplicates and on_error == "raise":
-                raise DuplicatePlanError(sorted(duplicates)[0])
-            if duplicates:
-                problems += duplicate_problems(valid_plans["plan_id"], duplicates)
-                valid_plans = valid_plans[~valid_plans["plan_id"].isin(duplicates)]
-                valid_steps = valid_steps[~valid_steps["plan_id"].isin(duplicates)]
-            _write_frames(conn, first_seq, valid_plans, valid_steps)
-        return import_report(len(valid_plans), len(valid_steps), problems)
+            # The counter update comes first: it takes the write lock before any read.
+            first_seq = _allocate(conn, rows)
+            for batch in batches:
+                plan_rows, step_rows = rejections.check(batch)
+                if rejections.failed:
+                    continue  # "raise": look on for an earlier bad record, write nothing
+                plan_rows, step_rows = rejections.stored(conn, plan_rows, step_rows)
+                if rejections.failed:
+                    continue
+                refused = _write_refusing(conn, first_seq, plan_rows, step_rows)
+                rejections.add(_REFUSED_KIND, refused, batch.label)
+                kept = ~step_rows["plan_id"].isin([p.plan_id for p in refused])
+                imported += len(plan_rows) - len(refused)
+                written_steps += int(kept.sum())
+            rejections.raise_first()
+        return rejections.report(imported, written_steps)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -407,16 +418,152 @@ def _step_rows(seq: int, plan: Plan) -> list[tuple[Any, ...]]:
     return [(seq, s.step_index, s.tool, s.status.value, s.duration_ms, s.error) for s in plan.steps]
 
 
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ("raise", "skip"):
+        raise InvalidArgumentError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+
+
+# What a problem is, in the order "raise" reports them: bad records, plans already
+# stored, plans the database refused.
+_RECORD_KIND, _STORED_KIND, _REFUSED_KIND = 0, 1, 2
+# A database refusing a value (NUL in PostgreSQL text, an integer out of range, a
+# constraint): the write is retried in halves until the refused plans are found.
+_REFUSALS = (DataError, IntegrityError, UnicodeError)
+_WRITE_ROWS = 50_000  # rows turned into driver tuples at a time
+
+
+class _Rejections:
+    """An import's problems: every one (``keep_all``, for "skip") or the first ("raise").
+
+    Problems are kept as rejection tables per batch, which take far less memory than
+    objects, and put in order at the end: bad records (plan rows first, then step rows,
+    by row), then plans already stored, then plans the database refused.
+    """
+
+    def __init__(self, *, keep_all: bool) -> None:
+        self.keep_all = keep_all
+        self.tables: list[pd.DataFrame] = []
+        self.first: tuple[tuple[int, bool, int], MetalearnError] | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.first is not None
+
+    def add(self, kind: int, problems: list[Problem], label: RowLabel) -> None:
+        if not problems:
+            return
+        if self.keep_all:
+            table = import_report(0, 0, problems).rejections
+            self.tables.append(table.assign(_kind=kind, _steps=table["table"] != "plans"))
+            return
+        problem = min(problems, key=lambda p: (p.table != "plans", p.row))
+        key = (kind, problem.table != "plans", problem.row)
+        if self.first is None or key < self.first[0]:
+            error: MetalearnError
+            if kind == _STORED_KIND:
+                error = DuplicatePlanError(problem.plan_id)
+            else:
+                error = problem_error(problem, label)
+                error.field = problem.field or None  # a row with extra fields names none
+            self.first = key, error
+
+    def check(self, batch: RowBatch) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The batch's valid plans (storage form, indexed by row) and their steps."""
+        checked = validate_frames(batch.plans, batch.steps)
+        rows = {"plans": batch.plan_rows, "steps": batch.step_rows}
+        found = [replace(p, row=int(rows[p.table][p.row])) for p in checked.problems]
+        problems = _first_per_plan([*batch.flaws, *found])
+        self.add(_RECORD_KIND, problems, batch.label)
+        plan_rows = checked.plans.set_axis(batch.plan_rows[checked.plans.index.to_numpy()])
+        if batch.flaws:
+            rejected = pd.Series([p.plan_id for p in problems], dtype="str")
+            plan_rows = plan_rows[~plan_rows["plan_id"].isin(rejected)]
+        step_rows = checked.steps[checked.steps["plan_id"].isin(plan_rows["plan_id"])]
+        return plan_rows, step_rows
+
+    def stored(
+        self, conn: Connection, plan_rows: pd.DataFrame, step_rows: pd.DataFrame
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The plans and steps left when plans already in the store are rejected."""
+        duplicates = _existing_ids(conn, plan_rows["plan_id"])
+        if not duplicates:
+            return plan_rows, step_rows
+        self.add(
+            _STORED_KIND, duplicate_problems(plan_rows["plan_id"], duplicates), default_row_label
+        )
+        return (
+            plan_rows[~plan_rows["plan_id"].isin(duplicates)],
+            step_rows[~step_rows["plan_id"].isin(duplicates)],
+        )
+
+    def raise_first(self) -> None:
+        if self.first is not None:
+            raise self.first[1]
+
+    def report(self, imported: int, steps: int) -> ImportReport:
+        if not self.tables:
+            return import_report(imported, steps, [])
+        rejections = (
+            pd.concat(self.tables, ignore_index=True)
+            .sort_values(["_kind", "_steps", "row"], kind="stable")
+            .drop(columns=["_kind", "_steps"])
+            .reset_index(drop=True)
+        )
+        return ImportReport(imported, len(rejections), steps, rejections)
+
+
+def _first_per_plan(problems: list[Problem]) -> list[Problem]:
+    """One problem per plan: plan rows before step rows, then by row; a row that is not a
+    record of the header's shape (listed first) before what validation found in it."""
+    order = sorted(enumerate(problems), key=lambda ip: (ip[1].table != "plans", ip[1].row, ip[0]))
+    seen: set[str] = set()
+    first = []
+    for _, problem in order:
+        key = problem.plan_id or f"{problem.table}:{problem.row}"
+        if key not in seen:
+            seen.add(key)
+            first.append(problem)
+    return first
+
+
+def _write_refusing(
+    conn: Connection, first_seq: int, plan_rows: pd.DataFrame, step_rows: pd.DataFrame
+) -> list[Problem]:
+    """Write in a savepoint; where the database refuses, halve the plans until the ones it
+    refuses are found (they are the problems returned, the rest is written)."""
+    if plan_rows.empty:
+        return []
+    try:
+        with conn.begin_nested():
+            _write_frames(conn, first_seq, plan_rows, step_rows)
+        return []
+    except _REFUSALS as err:
+        if len(plan_rows) == 1:
+            reason = str(getattr(err, "orig", None) or err).splitlines()[0]
+            row, plan_id = int(plan_rows.index[0]), str(plan_rows["plan_id"].iloc[0])
+            return [Problem("plans", row, plan_id, "", f"the database refused the plan: {reason}")]
+    halves = plan_rows.iloc[: len(plan_rows) // 2], plan_rows.iloc[len(plan_rows) // 2 :]
+    return [
+        problem
+        for half in halves
+        for problem in _write_refusing(
+            conn, first_seq, half, step_rows[step_rows["plan_id"].isin(half["plan_id"])]
+        )
+    ]
+
+
 def _write_frames(
     conn: Connection, first_seq: int, plan_rows: pd.DataFrame, step_rows: pd.DataFrame
 ) -> None:
-    # Seqs are reserved for every valid plan before duplicates are known, so a skip
-    # import can leave gaps; seqs only need to increase, not be dense.
-    seqs = pd.Series(np.arange(first_seq, first_seq + len(plan_rows), dtype="int64"))
-    if len(plan_rows) == 0:
-        return
-    seq_of = pd.Series(seqs.to_numpy(), index=plan_rows["plan_id"].to_numpy())
-    plan_rows = plan_rows.assign(seq=seqs.to_numpy())
+    """Insert valid plans (indexed by their row, which gives their seq) and their steps."""
+    seqs = first_seq + plan_rows.index.to_numpy(dtype="int64")
+    seq_of = pd.Series(seqs, index=plan_rows["plan_id"].to_numpy())
+    plan_rows = plan_rows.assign(seq=seqs)
     step_rows = step_rows.assign(plan_seq=step_rows["plan_id"].map(seq_of).to_numpy())
-    insert_rows(conn, plans, _PLAN_WRITE_COLUMNS, frame_rows(plan_rows, _PLAN_WRITE_COLUMNS))
-    insert_rows(conn, steps, _STEP_WRITE_COLUMNS, frame_rows(step_rows, _STEP_WRITE_COLUMNS))
+    for table, frame, columns in (
+        (plans, plan_rows, _PLAN_WRITE_COLUMNS),
+        (steps, step_rows, _STEP_WRITE_COLUMNS),
+    ):
+        for start in range(0, len(frame), _WRITE_ROWS):
+            part = frame.iloc[start : start + _WRITE_ROWS]
+            insert_rows(conn, table, columns, frame_rows(part, columns))
