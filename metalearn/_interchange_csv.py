@@ -22,8 +22,6 @@ which rejects its plan.
 from __future__ import annotations
 
 import codecs
-import csv
-import io
 import itertools
 import math
 import os
@@ -132,10 +130,6 @@ def _decoded(data: bytes | memoryview) -> str:
     return codecs.utf_8_decode(data, "strict", True)[0]
 
 
-def _one_record(text: str) -> list[str]:
-    return next(csv.reader(io.StringIO(text, newline="")), [])
-
-
 @dataclass
 class _Part:
     """The scan of a block of whole records: where its records, fields and line ends are."""
@@ -190,6 +184,15 @@ class _Part:
         start = int(self.starts[self.record_of(position)])
         before = self.commas[: np.searchsorted(self.commas, position)]
         return max(start, int(before[-1]) + 1) if before.size else start
+
+    def cells(self, record: int) -> list[str]:
+        """The fields of one record as text, unquoted (the part is valid UTF-8 by then)."""
+        start, stop = int(self.starts[record]), int(self.stops[record])
+        low, high = np.searchsorted(self.commas, [start, stop])
+        bounds = [start, *(self.commas[low:high] + 1).tolist(), stop + 1]
+        raw = self.data[start:stop].tobytes()
+        fields = [raw[a - start : b - start - 1] for a, b in itertools.pairwise(bounds)]
+        return [_decoded(f[1:-1].replace(b'""', b'"') if f[:1] == b'"' else f) for f in fields]
 
     def field_counts(self) -> np.ndarray:
         commas = np.searchsorted(self.commas, self.stops) - np.searchsorted(
@@ -282,6 +285,7 @@ class _CsvFile:
                 carry = buffer
                 continue
             table = self._read(part, buffer)
+            self.head = None
             self.offset += part.size
             self.line += part.newlines.size
             carry = buffer[part.size :]
@@ -311,7 +315,7 @@ class _CsvFile:
             heads = np.flatnonzero(~blank)
             if heads.size:
                 self.head = int(heads[0])
-                self._header(part, self.head, buffer)
+                self._header(part, self.head)
         self._check(part, buffer)
         if not self.names:
             return None
@@ -324,7 +328,7 @@ class _CsvFile:
         tables = [self._parsed(part, buffer, records[good], rows[good], lines[good])]
         if not good.all():
             bad = ~good
-            tables.append(self._flawed(part, buffer, records[bad], rows[bad], lines[bad]))
+            tables.append(self._flawed(part, records[bad], rows[bad], lines[bad]))
         return pa.concat_tables(tables)
 
     # -- what fails the whole file -------------------------------------------------------
@@ -396,31 +400,33 @@ class _CsvFile:
         raise self._error(message, spot)
 
     def _too_long(self, buffer: bytes) -> None:
+        """A record runs on for more than the limit: name its line, and the quote that
+        opened a field over its line ends, if one did."""
         part = _Part.scan(buffer, final=True)
         assert part is not None  # a final scan always has a part
-        opening = int(part.quotes[-1]) if part.quotes.size % 2 else 0
+        opening = int(part.quotes[0]) if part.quotes.size else 0
         spot = self._spot(part, opening)
         where, limit = f"{self.path.name} line {spot.line}", f"{_MAX_RECORD_BYTES >> 20} MiB"
-        if part.quotes.size % 2:
+        if part.quotes.size:
             raise self._error(
-                f"{where}: the quoted field{spot.named()} that opens here does not close within "
-                f"{limit}; add its closing double quote",
+                f"{where}: the quoted field{spot.named()} that opens here runs on for {limit} "
+                "without the end of its record; check its closing double quote",
                 spot,
             )
         raise self._error(f"{where}: a record longer than {limit}", spot)
 
     # -- the header ----------------------------------------------------------------------
 
-    def _header(self, part: _Part, record: int, buffer: bytes) -> None:
+    def _header(self, part: _Part, record: int) -> None:
         start, stop = int(part.starts[record]), int(part.stops[record])
         try:
-            text = _decoded(memoryview(buffer)[start:stop])
+            _decoded(part.data[start:stop].tobytes())
         except UnicodeDecodeError as err:
             raise self._not_utf8(part, start + err.start) from None
         fault = part.quote_fault()
         if fault is not None and fault[0] < stop:
             self._quote_fault(part, *fault)
-        names = _one_record(text)
+        names = part.cells(record)
         spot = self._spot(part, int(part.starts[record]))
         where = f"{self.path.name} line {spot.line}"
         if any("\x00" in name for name in names):
@@ -484,14 +490,14 @@ class _CsvFile:
         return _with_meta(table.rename_columns(self.columns), rows, lines, nothing, nothing)
 
     def _flawed(
-        self, part: _Part, buffer: bytes, records: np.ndarray, rows: np.ndarray, lines: np.ndarray
+        self, part: _Part, records: np.ndarray, rows: np.ndarray, lines: np.ndarray
     ) -> pa.Table:
         """Records with more or fewer fields than the header: their cells as far as they go."""
-        view, width = memoryview(buffer), len(self.names)
+        width = len(self.names)
         cells: list[list[str | None]] = []
         flaws, fields = [], []
         for record in records.tolist():
-            values = _one_record(_decoded(view[part.starts[record] : part.stops[record]]))
+            values = part.cells(record)
             cells.append([values[i] if i < len(values) else None for i in self.known])
             fewer = len(values) < width
             flaws.append(

@@ -330,6 +330,48 @@ def test_import_rejects_naive_datetime_columns(sqlite_store: HistoryStore) -> No
         sqlite_store.import_frames(plans, steps)
 
 
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        pytest.param("error", "boom\x00", id="nul-in-step-error"),
+        pytest.param("tool", "se\ud800arch", id="lone-surrogate-in-tool"),
+    ],
+)
+def test_import_rejects_text_a_database_cannot_store(
+    store: HistoryStore, column: str, value: str
+) -> None:
+    plans, steps = small_frames()
+    steps[column] = steps[column].astype(object)
+    steps.loc[2, column] = value  # a step of plan b
+    with pytest.raises(InvalidRecordError, match=rf"steps row 2 \(plan 'b'\): field '{column}'"):
+        store.import_frames(plans, steps)
+    assert len(store) == 0
+    report = store.import_frames(plans, steps, on_error="skip")
+    assert report.rejections[["plan_id", "field"]].values.tolist() == [["b", column]]
+    assert sorted(read_all(store)[0]["plan_id"]) == ["a", "c"] and report.steps == 3
+
+
+def test_import_seqs_follow_the_rows_and_skip_the_rejected(store: HistoryStore) -> None:
+    plans, steps = small_frames()
+    plans.loc[1, "status"] = "finished"
+    store.import_frames(plans, steps, on_error="skip")
+    assert read_all(store)[0]["seq"].tolist() == [1, 3]
+    store.import_frames(*make_history(2, seed=3))
+    assert read_all(store)[0]["seq"].tolist() == [1, 3, 4, 5]
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 1.5])
+def test_import_csv_batch_size_must_be_positive(
+    sqlite_store: HistoryStore, batch_size: object
+) -> None:
+    with pytest.raises(InvalidArgumentError, match="batch_size"):
+        sqlite_store.import_csv(
+            TAU_BENCH / "plans.csv",
+            TAU_BENCH / "steps.csv",
+            batch_size=batch_size,  # type: ignore[arg-type]
+        )
+
+
 def test_on_error_must_be_known(sqlite_store: HistoryStore) -> None:
     with pytest.raises(InvalidArgumentError, match="on_error must be 'raise' or 'skip', not 'ig"):
         sqlite_store.import_frames(*small_frames(), on_error="ignore")  # type: ignore[arg-type]
