@@ -8,6 +8,10 @@ concurrent writers can commit 6 before 5 and a reader whose watermark already mo
 would skip 5 forever. Instead every writer increments the single row of
 ``metalearn_counters`` as the first statement of its transaction: that row lock (SQLite:
 the database write lock) is held until commit, so ``seq`` order is commit order.
+
+``metalearn_jobs`` is the durable analysis queue: one row per agent, written in the same
+transaction as the agent's plans and claimed by workers under a lease (see
+:mod:`metalearn._jobs` for its states and the claim protocol).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     Float,
     ForeignKey,
@@ -28,7 +33,16 @@ from sqlalchemy import (
 
 from metalearn._types import MAX_NAME_LENGTH
 
-__all__ = ["counters", "metadata", "plans", "snapshot_patterns", "snapshots", "steps"]
+__all__ = [
+    "JOB_STATES",
+    "counters",
+    "jobs",
+    "metadata",
+    "plans",
+    "snapshot_patterns",
+    "snapshots",
+    "steps",
+]
 
 metadata = MetaData()
 
@@ -127,3 +141,39 @@ snapshot_patterns = Table(
     Column("significant", Boolean, nullable=False),
     Column("direction", String(8), nullable=False),
 )
+
+JOB_STATES = ("pending", "running", "failed", "done")
+"""The states of an analysis job (the ``state`` column of :data:`jobs`)."""
+
+# One row per agent: new plans coalesce into it, so pending jobs never outnumber agents.
+# Times are microseconds. Owner and lease are NULL unless running; claimed_at is the last claim.
+jobs = Table(
+    "metalearn_jobs",
+    metadata,
+    Column("agent_id", String(MAX_NAME_LENGTH), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("priority", Integer, nullable=False),
+    # The first enqueue of the waiting work, kept while plans coalesce into it.
+    Column("enqueued_at_us", BigInteger, nullable=False),
+    # The agent's newest plan: a run is done only if it covered this seq.
+    Column("last_seq", BigInteger, nullable=False),
+    Column("plans", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("not_before_us", BigInteger, nullable=False),  # retry backoff
+    Column("owner", String(MAX_NAME_LENGTH)),
+    Column("lease_expires_at_us", BigInteger),
+    Column("claimed_at_us", BigInteger),
+    # Plans enqueued while the job ran (which the run may have missed) and the first's time.
+    Column("late_plans", BigInteger, nullable=False),
+    Column("late_since_us", BigInteger),
+    Column("finished_at_us", BigInteger),  # the last run that succeeded, or the final failure
+    Column("error", Text),
+    # Counts re-arms: a done or failed job that a new plan makes pending again.
+    Column("generation", BigInteger, nullable=False),
+    CheckConstraint(
+        "state IN (" + ", ".join(f"'{s}'" for s in JOB_STATES) + ")",
+        name="ck_metalearn_jobs_state",
+    ),
+)
+Index("ix_metalearn_jobs_claim", jobs.c.state, jobs.c.priority.desc(), jobs.c.enqueued_at_us)
+Index("ix_metalearn_jobs_owner", jobs.c.owner)
