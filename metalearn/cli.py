@@ -270,7 +270,8 @@ def _traces_summary(report: pd.DataFrame) -> str:
 def _rejections_summary(rejections: pd.DataFrame) -> str:
     lines = [f"rejected {len(rejections):,} plans" + (":" if len(rejections) else "")]
     lines += [
-        f"  {row.plan_id} ({row.table} row {row.row}, field {row.field}): {row.reason}"
+        f"  {row.plan_id} ({row.table} row {row.row}{f', field {row.field}' if row.field else ''})"
+        f": {row.reason}"
         for row in rejections.itertuples()
     ]
     return "\n".join(lines)

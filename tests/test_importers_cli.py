@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -160,3 +162,74 @@ def test_import_reports_unreadable_files(
     assert "bad.json line 1: not valid JSON" in capsys.readouterr().err
     assert main(["import", "--format", "otlp", "--db", url, str(tmp_path / "missing.json")]) == 1
     assert "No such file" in capsys.readouterr().err
+
+
+def _spoiled_tau(directory: Path, spoil: str) -> list[str]:
+    """The τ-bench files with one fault: a Latin-1 byte, an extra field, or no header."""
+    plans = (TAU_BENCH / "plans.csv").read_bytes()
+    steps = (TAU_BENCH / "steps.csv").read_bytes()
+    lines = plans.splitlines(keepends=True)
+    if spoil == "latin-1":
+        lines[6] = lines[6].replace(b"airline:", "avi\u00f3n:".encode("latin-1"))
+    elif spoil == "extra-field":
+        lines[6] = lines[6].rstrip(b"\n") + b",surplus\n"
+    else:
+        lines = []
+    directory.mkdir(exist_ok=True)
+    (directory / "plans.csv").write_bytes(b"".join(lines))
+    (directory / "steps.csv").write_bytes(steps)
+    return ["--plans", str(directory / "plans.csv"), "--steps", str(directory / "steps.csv")]
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        pytest.param(
+            "latin-1",
+            "plans.csv line 7: not UTF-8 (byte 0xf3 in field 'goal_type', byte ",
+            id="latin-1",
+        ),
+        pytest.param(
+            "extra-field",
+            "plans.csv line 7 (plan 'tau-gpt-4o-airline-task05-trial0'): 8 fields where the "
+            "header has 7; quote a field that holds a comma",
+            id="extra-field",
+        ),
+        pytest.param("empty", "plans.csv is empty (no header line)", id="empty"),
+    ],
+)
+def test_import_csv_bad_files_exit_1_with_the_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spoil: str, message: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    args = ["import", "--format", "csv", "--db", url, *_spoiled_tau(tmp_path / "in", spoil)]
+    assert main(args) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith("metalearn import: ") and message in err and "Traceback" not in err
+    assert out == "" and len(plans_in(url)) == 0
+
+
+def test_import_csv_skip_bad_lists_the_rejected_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    files = _spoiled_tau(tmp_path / "in", "extra-field")
+    assert main(["import", "--format", "csv", "--db", url, "--skip-bad", *files]) == 0
+    out = capsys.readouterr().out
+    assert "imported 199 plans" in out
+    assert (
+        "rejected 1 plans:\n  tau-gpt-4o-airline-task05-trial0 (plans row 5): 8 fields where "
+        "the header has 7" in out
+    )
+
+
+def test_import_csv_bad_file_in_a_real_process(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    files = _spoiled_tau(tmp_path / "in", "latin-1")
+    done = subprocess.run(
+        [sys.executable, "-m", "metalearn", "import", "--format", "csv", "--db", url, *files],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("metalearn import: plans.csv line 7: not UTF-8 (byte 0xf3")
+    assert "re-save the file as UTF-8" in done.stderr and "Traceback" not in done.stderr
