@@ -280,6 +280,8 @@ def claim(
     limit = positive_int("batch_size", batch_size)
     lease = _duration_us("lease_seconds", lease_seconds)
     moment = _micros(now)
+    if not _any_due(database, moment):
+        return []
     with _write(database) as conn:
         rows = [dict(row) for row in conn.execute(_claimable(moment, limit)).mappings()]
         exhausted = [r for r in rows if _exhausted(r, max_attempts)]
@@ -304,14 +306,24 @@ def claim(
     return [_claimed(r, owner, moment, lease) for r in rows]
 
 
-def _claimable(moment: int, limit: int) -> Any:
-    due = or_(
+def _due(moment: int) -> ColumnElement[bool]:
+    return or_(
         and_(_c.state == "pending", _c.not_before_us <= moment),
         and_(_c.state == "running", _c.lease_expires_at_us <= moment),
     )
+
+
+def _any_due(database: Database, moment: int) -> bool:
+    """Whether a claim could find work: a plain read, so an idle worker polling the queue
+    never takes SQLite's write lock away from the plans being recorded."""
+    with database.connect() as conn:
+        return conn.execute(select(_c.agent_id).where(_due(moment)).limit(1)).first() is not None
+
+
+def _claimable(moment: int, limit: int) -> Any:
     return (
         select(jobs)
-        .where(due)
+        .where(_due(moment))
         .order_by(_c.priority.desc(), _c.enqueued_at_us, _c.agent_id)
         .limit(limit)
         .with_for_update(skip_locked=True)  # SQLite: nothing (BEGIN IMMEDIATE holds the lock)
