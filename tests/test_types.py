@@ -7,9 +7,12 @@ import math
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from metalearn import InvalidRecordError, MetalearnError, Plan, PlanStatus, Step, StepStatus
+from metalearn._types import PRIORITY_MAX, PRIORITY_MIN, TIMESTAMP_MAX, TIMESTAMP_MIN
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 END = START + timedelta(seconds=5)
@@ -148,19 +151,19 @@ PLAN_CASES = [
         {"steps": [Step(1, "search")]},
         "step_index",
         r"plan 'p-1', step 1: field 'step_index' = 1; "
-        r"steps must be numbered 0..n-1 in order \(expected 0\)",
+        r"the 1 steps must be numbered 0..0, each index once; index 0 is missing",
         id="steps-start-at-1",
     ),
     pytest.param(
         {"steps": [Step(0, "a"), Step(2, "b")]},
         "step_index",
-        r"plan 'p-1', step 2: .*expected 1",
+        r"plan 'p-1', step 2: .*index 1 is missing",
         id="step-index-gap",
     ),
     pytest.param(
         {"steps": [Step(0, "a"), Step(0, "b")]},
         "step_index",
-        r"plan 'p-1', step 0: .*expected 1",
+        r"plan 'p-1', step 0: .*index 0 repeats",
         id="duplicate-step-index",
     ),
     pytest.param(
@@ -189,10 +192,10 @@ PLAN_CASES = [
         id="negative-duration",
     ),
     pytest.param(
-        {"steps": [{"tool": "a", "duration_ms": math.nan}]},
+        {"steps": [{"tool": "a", "duration_ms": -math.inf}]},
         "duration_ms",
-        r"plan 'p-1', step 0: field 'duration_ms' = nan; it must be finite",
-        id="nan-duration",
+        r"plan 'p-1', step 0: field 'duration_ms' = -inf; it must be finite",
+        id="minus-infinite-duration",
     ),
     pytest.param(
         {"steps": [{"tool": "a", "duration_ms": math.inf}]},
@@ -201,9 +204,9 @@ PLAN_CASES = [
         id="infinite-duration",
     ),
     pytest.param(
-        {"steps": [{"tool": "a", "duration_ms": "12"}]},
+        {"steps": [{"tool": "a", "duration_ms": "twelve"}]},
         "duration_ms",
-        r"plan 'p-1', step 0: field 'duration_ms' = '12'; it must be a number",
+        r"plan 'p-1', step 0: field 'duration_ms' = 'twelve'; it must be a number",
         id="string-duration",
     ),
     pytest.param(
@@ -212,6 +215,71 @@ PLAN_CASES = [
         r"plan 'p-1', step 0: field 'cost' = 3; a step has only the fields",
         id="unknown-step-field",
     ),
+    pytest.param({"priority": 2**31}, "priority", r"from -2147483648 to 2147483647", id="2**31"),
+    pytest.param({"priority": -(2**31) - 1}, "priority", r"an integer from", id="below-int32"),
+    pytest.param({"priority": 2**63}, "priority", r"an integer from", id="2**63"),
+    pytest.param({"priority": "9223372036854775808"}, "priority", r"an integer", id="big-text"),
+    pytest.param({"priority": 1.5}, "priority", r"an integer", id="fractional-priority"),
+    pytest.param({"priority": math.inf}, "priority", r"an integer", id="infinite-priority"),
+    pytest.param({"reward": 10**400}, "reward", r"finite and fit a double", id="reward-10**400"),
+    pytest.param({"reward": "1e400"}, "reward", r"finite and fit a double", id="reward-1e400-text"),
+    pytest.param({"reward": True}, "reward", r"it must be a number", id="bool-reward"),
+    pytest.param({"reward": "nan"}, "reward", r"it must be a number", id="nan-text-reward"),
+    pytest.param(
+        {"steps": [{"tool": "a", "duration_ms": 10**400}]},
+        "duration_ms",
+        r"step 0: field 'duration_ms' = 1000.*\(401 characters\); it must be finite",
+        id="duration-10**400",
+    ),
+    pytest.param(
+        {"started_at": "0001-01-01T00:00:00+01:00"},
+        "started_at",
+        r"it must be between 1900-01-01 and 2200-01-01",
+        id="year-1-with-offset",
+    ),
+    pytest.param(
+        {"finished_at": datetime(9999, 12, 31, 23, 0, tzinfo=timezone(-timedelta(hours=5)))},
+        "finished_at",
+        r"it must be between 1900-01-01 and 2200-01-01",
+        id="year-9999-with-offset",
+    ),
+    pytest.param(
+        {"started_at": "1899-12-31T23:59:59.999999Z"}, "started_at", r"between", id="before-1900"
+    ),
+    pytest.param(
+        {"finished_at": "2200-01-01T00:00:00.000001Z"}, "finished_at", r"between", id="after-2200"
+    ),
+    pytest.param(
+        {"started_at": "2026-W09-7T12:00:00Z"}, "started_at", r"ISO-8601", id="iso-week-date"
+    ),
+    pytest.param(
+        {"started_at": "2026-03-01T09:00:0.000Z"}, "started_at", r"ISO-8601", id="one-digit-second"
+    ),
+    pytest.param(
+        {"started_at": "2026-02-30T09:00:00Z"}, "started_at", r"not a valid date", id="feb-30"
+    ),
+    pytest.param({"started_at": None}, "started_at", r"a timestamp is required", id="no-start"),
+    pytest.param({"started_at": 1_700_000_000}, "started_at", r"timezone-aware", id="epoch-int"),
+    pytest.param({"steps": None}, "steps", r"sequence of Step objects", id="steps-none"),
+    pytest.param({"steps": 3}, "steps", r"sequence of Step objects", id="steps-int"),
+    pytest.param(
+        {"steps": [{"tool": "a", 1: "x"}]}, "1", r"a step has only the fields", id="int-step-key"
+    ),
+    pytest.param({"agent_id": "a\x00b"}, "agent_id", r"NUL character", id="nul-agent"),
+    pytest.param({"error": "boom\x00"}, "error", r"NUL character", id="nul-error"),
+    pytest.param({"plan_id": "p\ud800"}, "plan_id", r"lone surrogate", id="surrogate-plan-id"),
+    pytest.param({"goal_type": "\udfff"}, "goal_type", r"lone surrogate", id="surrogate-goal"),
+    pytest.param(
+        {"steps": [{"tool": "a", "error": "\ud83d"}]},
+        "error",
+        r"lone surrogate",
+        id="surrogate-err",
+    ),
+    pytest.param({"error": 5}, "error", r"it must be a string, not int", id="int-error"),
+    pytest.param({"goal_type": 5}, "goal_type", r"it must be a string", id="int-goal-type"),
+    pytest.param({"steps": [{"tool": 7}]}, "tool", r"it must be a string", id="int-tool"),
+    pytest.param({"status": None}, "status", r"allowed values", id="no-status"),
+    pytest.param({"status": ["succeeded"]}, "status", r"allowed values", id="list-status"),
 ]
 
 
@@ -234,9 +302,9 @@ STEP_CASES = [
         id="negative-index",
     ),
     pytest.param(
-        {"step_index": 1.0},
+        {"step_index": 1.5},
         "step_index",
-        r"field 'step_index' = 1.0; it must be an integer",
+        r"field 'step_index' = 1.5; it must be an integer",
         id="float-index",
     ),
     pytest.param(
@@ -273,3 +341,57 @@ def test_offset_timestamps_compare_in_utc() -> None:
     plan = Plan(**plan_kwargs(started_at=datetime(2026, 3, 1, 21, 0, tzinfo=tokyo)))
     assert plan.started_at == START
     assert plan.started_at.utcoffset() == timedelta(0)
+
+
+ACCEPTED = [  # a field value, and what the plan holds for it
+    pytest.param("priority", PRIORITY_MAX, PRIORITY_MAX, id="max-priority"),
+    pytest.param("priority", PRIORITY_MIN, PRIORITY_MIN, id="min-priority"),
+    pytest.param("priority", None, 0, id="missing-priority"),
+    pytest.param("priority", math.nan, 0, id="nan-priority"),
+    pytest.param("priority", 3.0, 3, id="whole-float-priority"),
+    pytest.param("priority", " 7 ", 7, id="priority-text"),
+    pytest.param("priority", np.int64(-4), -4, id="numpy-priority"),
+    pytest.param("reward", math.nan, None, id="nan-reward-is-missing"),
+    pytest.param("reward", np.float32(0.5), 0.5, id="numpy-reward"),
+    pytest.param("reward", "-1.5e3", -1500.0, id="reward-text"),
+    pytest.param("reward", "  ", None, id="blank-reward"),
+    pytest.param("reward", 1.7976931348623157e308, 1.7976931348623157e308, id="max-double"),
+    pytest.param("goal_type", " \t", None, id="blank-goal-type-is-missing"),
+    pytest.param("goal_type", math.nan, None, id="nan-goal-type-is-missing"),
+    pytest.param("error", "  \n", None, id="blank-error-is-missing"),
+    pytest.param("error", "\U0001f600 astral", "\U0001f600 astral", id="astral-error"),
+    pytest.param("started_at", TIMESTAMP_MIN, TIMESTAMP_MIN, id="earliest"),
+    pytest.param("started_at", " 2026-03-01T12:00:00Z ", START, id="padded-text"),
+    pytest.param("started_at", "2026-03-01 13:00+01", START, id="space-minutes-hour-offset"),
+    pytest.param(
+        "started_at",
+        "1969-12-31T23:59:59.9999999Z",
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        id="seven-digits-truncated",
+    ),
+    pytest.param(
+        "started_at",
+        pd.Timestamp("2026-03-01T12:00:00.000000999Z"),
+        START,
+        id="nanoseconds-floored",
+    ),
+    pytest.param(
+        "finished_at", "2200-01-01T01:00:00+01:00", TIMESTAMP_MAX, id="latest-with-offset"
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "held"), ACCEPTED)
+def test_edge_values_are_accepted_and_normalised(name: str, value: Any, held: Any) -> None:
+    plan = Plan(**plan_kwargs(**{name: value}))
+    assert getattr(plan, name) == held and type(getattr(plan, name)) is type(held)
+
+
+def test_timestamps_are_plain_utc_datetimes() -> None:
+    plan = Plan(**plan_kwargs(started_at=pd.Timestamp("2026-03-01T13:00:00+01:00")))
+    assert type(plan.started_at) is datetime and plan.started_at.tzinfo is UTC
+
+
+def test_steps_are_ordered_by_step_index() -> None:
+    plan = Plan(**plan_kwargs(steps=[Step(1, "b"), {"step_index": 0, "tool": "a"}]))
+    assert plan.tools == ("a", "b") and [s.step_index for s in plan.steps] == [0, 1]
