@@ -73,8 +73,15 @@ class Window:
                 f"as_of must be a timezone-aware datetime, not {as_of!r}; "
                 "e.g. datetime.now(timezone.utc)"
             )
-        as_of = as_of.astimezone(UTC)
-        start = None if time_range_days is None else as_of - timedelta(days=time_range_days)
+        try:
+            as_of = as_of.astimezone(UTC)
+            start = None if time_range_days is None else as_of - timedelta(days=time_range_days)
+        except OverflowError:  # before year 1 or after 9999
+            raise InvalidArgumentError(
+                f"the window of {time_range_days!r} days ending at {as_of.isoformat()} "
+                "does not fit in the calendar (years 1 to 9999); use a shorter window, "
+                "or time_range_days=None for the whole history"
+            ) from None
         if agents is not None:
             return cls(tuple(agents), time_range_days, as_of, start, per_agent=True)
         return cls(None if agent_id is None else (agent_id,), time_range_days, as_of, start)

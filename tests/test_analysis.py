@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -315,6 +315,14 @@ def test_empty_window_has_columns_and_no_rows(
             {"as_of": datetime(2026, 1, 1)},
             r"as_of must be a timezone-aware datetime",
             id="naive-as-of",
+        ),
+        pytest.param(
+            {"time_range_days": 1e12}, r"does not fit in the calendar", id="days-past-year-1"
+        ),
+        pytest.param(
+            {"as_of": datetime(1, 1, 2, tzinfo=timezone(timedelta(hours=3)))},
+            r"does not fit in the calendar",
+            id="as-of-near-year-1",
         ),
     ],
 )
