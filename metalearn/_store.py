@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DataError, IntegrityError
 
 from metalearn import _interchange_csv, _snapshot_store
+from metalearn import _jobs as jobs
 from metalearn._checks import positive_int
 from metalearn._database import (
     DEFAULT_URL,
@@ -190,19 +191,22 @@ class HistoryStore:
                 # The counter update comes first: it takes the write lock before any read.
                 first = _allocate(conn, len(batch))
                 stored = _existing_ids(conn, pd.Series([p.plan_id for p in batch]))
-                plan_rows, step_rows = [], []
+                plan_rows, step_rows, written = [], [], []
                 for seq, plan in enumerate(batch, start=first):
                     if plan.plan_id in stored:
                         outcomes.append(DuplicatePlanError(plan.plan_id))
                         continue
                     stored.add(plan.plan_id)
                     outcomes.append(seq)
+                    written.append((plan, seq))
                     plan_rows.append(_plan_row(seq, plan))
                     step_rows += _step_rows(seq, plan)
                 if not plan_rows:
                     raise _NothingWritten  # roll the counter back too: nothing changes
                 insert_rows(conn, plans, _PLAN_WRITE_COLUMNS, plan_rows)
                 insert_rows(conn, steps, _STEP_WRITE_COLUMNS, step_rows)
+                # The agents' analysis jobs commit with their plans: acknowledged is queued.
+                jobs.enqueue(conn, [(p.agent_id, p.priority, s, 1) for p, s in written])
         except _NothingWritten:
             pass
         return outcomes
@@ -256,13 +260,15 @@ class HistoryStore:
         with self._database.begin() as conn:
             # The counter update comes first: it takes the write lock before any read.
             first_seq = _allocate(conn, rows)
+            # Validation rejects a plan id seen twice in the import, so only plans stored
+            # before it can be duplicates: none when the store was empty.
+            stored_before = conn.execute(select(plans.c.seq).limit(1)).first() is not None
             for batch in batches:
                 plan_rows, step_rows = rejections.check(batch)
+                if stored_before and not rejections.failed:
+                    plan_rows, step_rows = rejections.stored(conn, plan_rows, step_rows)
                 if rejections.failed:
                     continue  # "raise": look on for an earlier bad record, write nothing
-                plan_rows, step_rows = rejections.stored(conn, plan_rows, step_rows)
-                if rejections.failed:
-                    continue
                 refused = _write_refusing(conn, first_seq, plan_rows, step_rows)
                 rejections.add(_REFUSED_KIND, refused, batch.label)
                 kept = ~step_rows["plan_id"].isin([p.plan_id for p in refused])
@@ -475,11 +481,11 @@ class _Rejections:
         problems = _first_per_plan([*batch.flaws, *found])
         self.add(_RECORD_KIND, problems, batch.label)
         plan_rows = checked.plans.set_axis(batch.plan_rows[checked.plans.index.to_numpy()])
-        if batch.flaws:
-            rejected = pd.Series([p.plan_id for p in problems], dtype="str")
-            plan_rows = plan_rows[~plan_rows["plan_id"].isin(rejected)]
-        step_rows = checked.steps[checked.steps["plan_id"].isin(plan_rows["plan_id"])]
-        return plan_rows, step_rows
+        if not batch.flaws:
+            return plan_rows, checked.steps
+        rejected = pd.Series([p.plan_id for p in problems], dtype="str")
+        plan_rows = plan_rows[~plan_rows["plan_id"].isin(rejected)]
+        return plan_rows, checked.steps[checked.steps["plan_id"].isin(plan_rows["plan_id"])]
 
     def stored(
         self, conn: Connection, plan_rows: pd.DataFrame, step_rows: pd.DataFrame

@@ -474,3 +474,21 @@ def test_concurrent_claimers_hold_each_job_alone_and_run_it_once_per_generation(
             assert outcomes == ["requeued"] * (len(outcomes) - 1) + ["done"], (agent, outcomes)
         assert final[agent].state == "done" and final[agent].last_seq == runs[-1][2]
     assert set(by_agent) == set(final)
+
+
+def test_a_recorded_plan_commits_with_its_agents_job(store_url: str) -> None:
+    from metalearn import DuplicatePlanError, HistoryStore
+    from tests.conftest import make_plan
+
+    with HistoryStore(store_url) as store:
+        first = store.record_plans([make_plan("p-1", agent_id="a"), make_plan("p-2", agent_id="b")])
+        again = store.record_plans([make_plan("p-1", agent_id="a"), make_plan("p-3", agent_id="a")])
+        with store.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.agent_id, jobs.c.state, jobs.c.last_seq, jobs.c.plans).order_by(
+                    jobs.c.agent_id
+                )
+            ).all()
+    assert first == [1, 2] and isinstance(again[0], DuplicatePlanError) and again[1] == 4
+    # the duplicate wrote no plan and queued nothing; p-3 coalesced into a's pending job
+    assert [tuple(r) for r in rows] == [("a", "pending", 4, 2), ("b", "pending", 2, 1)]
