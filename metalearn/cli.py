@@ -269,11 +269,11 @@ def _traces_summary(report: pd.DataFrame) -> str:
 
 def _rejections_summary(rejections: pd.DataFrame) -> str:
     lines = [f"rejected {len(rejections):,} plans" + (":" if len(rejections) else "")]
-    lines += [
-        f"  {row.plan_id} ({row.table} row {row.row}{f', field {row.field}' if row.field else ''})"
-        f": {row.reason}"
-        for row in rejections.itertuples()
-    ]
+    for row in rejections.to_dict("records"):
+        where = f"{row['table']} row {row['row']}"
+        if row["field"]:
+            where += f", field {row['field']}"
+        lines.append(f"  {row['plan_id']} ({where}): {row['reason']}")
     return "\n".join(lines)
 
 
