@@ -1,4 +1,5 @@
-"""``python -m benchmarks``: the suite; ``... background`` and ``... store``: the others."""
+"""``python -m benchmarks``: the suite; ``... background``, ``... store`` and ``... import_csv``:
+the others."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ PLAN_COUNTS = ("cold_build", "pandas_load", "analyze", "extract")
 EPILOG = """other benchmarks:
   python -m benchmarks background [--history N --plans N ...]   event-loop lag, finalize latency
   python -m benchmarks store [SIZES...]                           store import and reads
+  python -m benchmarks import_csv [--sizes N ...]                 import_csv peak memory and time
 """
 
 
@@ -107,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
 
         store.run([int(s) for s in argv[1:]] or [10_000, 100_000])
         return 0
+    if argv[:1] == ["import_csv"]:
+        from benchmarks import import_csv
+
+        return import_csv.main(argv[1:])
     args = _parser().parse_args(argv)
     if args.repeats < 1:
         _parser().error("--repeats must be at least 1")
