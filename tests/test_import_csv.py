@@ -286,6 +286,16 @@ def test_accepted_spellings_import_the_same_plans(
             pd.testing.assert_frame_equal(got, expected)
 
 
+def test_a_byte_order_mark_is_dropped_from_the_file_only(
+    sqlite_store: HistoryStore, tmp_path: Path
+) -> None:
+    """U+FEFF starting a data line is part of its first cell (pyarrow would drop it)."""
+    renamed = (f.replace(FIRST.encode(), "\ufeffp".encode()) for f in tau_pair())
+    report = sqlite_store.import_csv(*write(tmp_path, *(b"\xef\xbb\xbf" + f for f in renamed)))
+    assert (report.imported, report.rejected) == (20, 0)
+    assert read_all(sqlite_store)[0]["plan_id"].iloc[0] == "\ufeffp"
+
+
 def test_lines_count_line_breaks_in_quoted_fields_and_blank_lines(
     sqlite_store: HistoryStore, tmp_path: Path
 ) -> None:
