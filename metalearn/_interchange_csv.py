@@ -27,7 +27,7 @@ import itertools
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -540,15 +540,21 @@ def _with_meta(
 # -- staging: both files, partitioned by plan id ----------------------------------------
 
 _PENDING_BYTES = 16 << 20  # rows held back before they are appended to partition files
+_STEP_BYTES_PER_PLAN = 400  # the steps of a typical plan in steps.csv: 10 of 40 bytes
 
 
-def _partition_count(csv_file: _CsvFile, first: pa.Table | None, batch_size: int) -> int:
-    """Enough partitions for about ``batch_size`` plans each, judged by the first block."""
+def _partition_count(
+    csv_file: _CsvFile, first: pa.Table | None, steps_bytes: int, batch_size: int
+) -> int:
+    """Partitions of about ``batch_size`` plans (judged by the first block), or of the
+    steps of that many typical plans, whichever makes more: plans with many steps each
+    would otherwise make big partitions."""
+    by_steps = math.ceil(steps_bytes / (batch_size * _STEP_BYTES_PER_PLAN))
     if first is None or csv_file.offset == 0:
-        return 1
+        return max(1, by_steps)
     size = os.fstat(csv_file.stream.fileno()).st_size
     plans: int = first.num_rows * size // csv_file.offset
-    return max(1, math.ceil(plans / batch_size))
+    return max(1, math.ceil(plans / batch_size), by_steps)
 
 
 def _buckets(table: pa.Table, count: int) -> np.ndarray:
@@ -653,13 +659,12 @@ def _flaws(table: str, frame: pd.DataFrame) -> list[Problem]:
 
 
 def _stage(
-    csv_file: _CsvFile, directory: Path, batch_size: int, count: int | None = None
+    csv_file: _CsvFile, directory: Path, count: Callable[[_CsvFile, pa.Table | None], int]
 ) -> _Partitions:
+    """The file's rows in partition files; ``count`` says how many, from the first block."""
     tables = csv_file.tables()
     first = next(tables, None)  # reads the header too, so the columns are known
-    if count is None:
-        count = _partition_count(csv_file, first, batch_size)
-    partitions = _Partitions(directory, csv_file.table, csv_file.schema(), count)
+    partitions = _Partitions(directory, csv_file.table, csv_file.schema(), count(csv_file, first))
     for table in itertools.chain([] if first is None else [first], tables):
         partitions.add(table)
     partitions.flush()
@@ -678,9 +683,12 @@ def stage_csv(
         open(paths["steps"], "rb") as steps_in,
         tempfile.TemporaryDirectory(prefix="metalearn-import-") as tmp,
     ):
+        steps_bytes = os.fstat(steps_in.fileno()).st_size
         plans_file = _CsvFile(paths["plans"], "plans", plans_in)
-        plans = _stage(plans_file, Path(tmp), batch_size)
+        plans = _stage(
+            plans_file, Path(tmp), lambda f, t: _partition_count(f, t, steps_bytes, batch_size)
+        )
         steps_file = _CsvFile(paths["steps"], "steps", steps_in)
-        steps = _stage(steps_file, Path(tmp), batch_size, len(plans.paths))
+        steps = _stage(steps_file, Path(tmp), lambda f, t: len(plans.paths))
         names = {table: path.name for table, path in paths.items()}
         yield StagedFiles(names, {"plans": plans, "steps": steps}, plans_file.rows)

@@ -265,7 +265,7 @@ class HistoryStore:
             stored_before = conn.execute(select(plans.c.seq).limit(1)).first() is not None
             for batch in batches:
                 plan_rows, step_rows = rejections.check(batch)
-                if stored_before and not rejections.failed:
+                if stored_before:
                     plan_rows, step_rows = rejections.stored(conn, plan_rows, step_rows)
                 if rejections.failed:
                     continue  # "raise": look on for an earlier bad record, write nothing

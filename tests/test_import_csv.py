@@ -341,8 +341,8 @@ def test_partitions_hold_every_row_of_their_plans(tmp_path: Path) -> None:
     paths = write(tmp_path, plans, header + b"".join(rows))
     with stage_csv(*paths, batch_size=50) as staged:
         batches = list(staged.batches())
-    assert staged.plan_rows == 200 and len(batches) == 4
-    assert max(len(b.plans) for b in batches) <= 100  # a hash spreads plans evenly
+    assert staged.plan_rows == 200 and len(batches) >= 4  # more: plans of 12 steps
+    assert max(len(b.plans) for b in batches) <= 50  # a hash spreads plans evenly
     owner = {pid: i for i, b in enumerate(batches) for pid in b.plans["plan_id"]}
     assert len(owner) == 200
     assert all(owner[pid] == i for i, b in enumerate(batches) for pid in b.steps["plan_id"])
