@@ -54,7 +54,7 @@ __all__ = ["RowBatch", "StagedFiles", "interchange_frames", "stage_csv", "write_
 
 _COLUMNS = {"plans": PLAN_COLUMNS, "steps": STEP_COLUMNS}
 _QUOTE, _COMMA, _LF, _CR = b'"'[0], b","[0], b"\n"[0], b"\r"[0]
-_BLOCK_BYTES = 4 << 20
+_BLOCK_BYTES = 2 << 20
 _MAX_RECORD_BYTES = 64 << 20  # one record may not hold more: it would all be in memory
 _MAX_PARTITIONS = 256
 # Row bookkeeping carried through the partition files next to the text columns.
@@ -539,7 +539,7 @@ def _with_meta(
 
 # -- staging: both files, partitioned by plan id ----------------------------------------
 
-_PENDING_BYTES = 16 << 20  # rows held back before they are appended to partition files
+_PENDING_BYTES = 8 << 20  # rows held back before they are appended to partition files
 _STEP_BYTES_PER_PLAN = 400  # the steps of a typical plan in steps.csv: 10 of 40 bytes
 
 
