@@ -56,7 +56,6 @@ _COLUMNS = {"plans": PLAN_COLUMNS, "steps": STEP_COLUMNS}
 _QUOTE, _COMMA, _LF, _CR = b'"'[0], b","[0], b"\n"[0], b"\r"[0]
 _BLOCK_BYTES = 2 << 20
 _MAX_RECORD_BYTES = 64 << 20  # one record may not hold more: it would all be in memory
-_MAX_PARTITIONS = 256
 # Row bookkeeping carried through the partition files next to the text columns.
 _ROW, _LINE, _FLAW, _FLAW_FIELD = "_row", "_line", "_flaw", "_flaw_field"
 
@@ -563,12 +562,11 @@ def _buckets(table: pa.Table, count: int) -> np.ndarray:
     if count == 1:
         return np.zeros(len(rows), dtype=np.int64)
     codes, uniques = pd.factorize(table.column("plan_id").to_pandas())
-    hashes = pd.util.hash_array(np.asarray(uniques, dtype=object)) % np.uint64(count)
-    buckets = np.where(codes >= 0, hashes.astype(np.int64)[codes], rows % count)
-    empty = np.flatnonzero(np.asarray(uniques, dtype=object) == "")
-    if empty.size:
-        buckets = np.where(codes == empty[0], rows % count, buckets)
-    return buckets
+    ids = np.asarray(uniques, dtype=object)
+    by_id = (pd.util.hash_array(ids) % np.uint64(count)).astype(np.int64)
+    by_id[ids == ""] = -1
+    buckets = np.append(by_id, -1)[codes]  # a missing id (code -1) takes the last: -1
+    return np.where(buckets >= 0, buckets, rows % count)
 
 
 class _Partitions:

@@ -364,6 +364,22 @@ def test_duplicates_and_orphans_across_partitions(store: HistoryStore, tmp_path:
     assert (report.imported, len(store)) == (19, 19)
 
 
+def test_rows_without_a_plan_id_are_rejected_one_by_one(
+    store: HistoryStore, tmp_path: Path
+) -> None:
+    plans, steps = tau_pair(3)
+    _, *rows = steps.splitlines(keepends=True)
+    moved = [b",".join([*r.rstrip(b"\n").split(b",")[1:], r.split(b",")[0]]) + b"\n" for r in rows]
+    steps = b"step_index,tool,status,duration_ms,error,plan_id\n" + b"".join(moved)
+    steps += b"0,respond\n" + b",0,respond,ok,,\n"  # too short for a plan_id; a blank one
+    report = store.import_csv(*write(tmp_path, plans, steps), on_error="skip", batch_size=1)
+    assert report.rejections[["plan_id", "table", "field"]].values.tolist() == [
+        ["", "steps", "status"],
+        ["", "steps", "plan_id"],
+    ]
+    assert (report.imported, report.steps) == (3, len(rows))
+
+
 def test_raise_names_the_first_bad_record_of_the_files_whatever_the_batches(
     sqlite_store: HistoryStore, tmp_path: Path
 ) -> None:
