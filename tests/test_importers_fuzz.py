@@ -9,8 +9,8 @@ truncated, re-encoded or with a byte changed. Whatever comes in, a reader return
 ``ImportResult`` or raises a ``MetalearnError`` (or an ``OSError``): nothing else escapes.
 
 Budget: ``EXAMPLES`` (300) per reader, derandomized so every run checks the same
-examples: about 18 s for this file on two cores. ``METALEARN_FUZZ_SCALE=20`` runs twenty times as many, with fresh
-random examples on every run, for a longer campaign.
+examples: about 18 s for this file on two cores. ``METALEARN_FUZZ_SCALE=20`` runs twenty
+times as many, with fresh random examples on every run, for a longer campaign.
 
 The tests after the fuzzers pin one case of each defect class the campaign found (a number
 where an object is expected, a timestamp after 2262, an infinite timestamp, JSON nested too
