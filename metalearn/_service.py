@@ -25,7 +25,7 @@ from metalearn._queries import PatternOptions, Window
 from metalearn._results import ExecutionAnalysis, PatternReport
 from metalearn._snapshots import analysis_from_snapshot, report_from_snapshot, snapshot_rows
 from metalearn._store import HistoryStore
-from metalearn._warehouse import Warehouse
+from metalearn._warehouse import IfLocked, Warehouse
 
 __all__ = ["MetaLearningService"]
 
@@ -78,10 +78,12 @@ class MetaLearningService:
 
     ``db`` is a :class:`HistoryStore`, a SQLAlchemy ``Engine`` or ``Session`` (only its
     bind is used) or a URL. The service mirrors the store into an in-process DuckDB
-    warehouse (``warehouse_path`` persists it) and owns a bounded pool of ``max_workers``
-    threads. Every analysis is a blocking ``name_sync(...)`` method with an awaitable twin
-    ``await name(...)`` that runs it in that pool. Use it as a context manager (``with`` or
-    ``async with``) or call :meth:`close`.
+    warehouse (``warehouse_path`` persists it; ``warehouse_if_locked="fallback"`` takes
+    another file, or memory, when that one is in use: see :class:`Warehouse`) and owns a
+    bounded pool of ``max_workers`` threads. Every analysis is a blocking
+    ``name_sync(...)`` method with an awaitable twin ``await name(...)`` that runs it in
+    that pool. Use it as a context manager (``with`` or ``async with``) or call
+    :meth:`close`.
 
     >>> from metalearn.synthetic import make_history
     >>> store = HistoryStore("sqlite://")
@@ -94,11 +96,16 @@ class MetaLearningService:
     """
 
     def __init__(
-        self, db: Database, *, max_workers: int = 4, warehouse_path: str | Path | None = None
+        self,
+        db: Database,
+        *,
+        max_workers: int = 4,
+        warehouse_path: str | Path | None = None,
+        warehouse_if_locked: IfLocked = "raise",
     ) -> None:
         self.max_workers = positive_int("max_workers", max_workers)
         self.store, self._owns_store = _as_store(db)
-        self.warehouse = Warehouse(self.store, path=warehouse_path)
+        self.warehouse = Warehouse(self.store, path=warehouse_path, if_locked=warehouse_if_locked)
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="metalearn-worker")
         self._closed = False
 

@@ -9,18 +9,25 @@ keeps the rows narrow and lets pattern mining work on integer codes.
 
 Every job gets its own cursor (a DuckDB connection to the same database) and reads one
 consistent snapshot of the mirror.
+
+A persisted file has one writer: DuckDB locks it for the process that opened it. With
+``if_locked="fallback"`` a warehouse whose file is held (by another process, or by another
+warehouse of this one) takes the next free numbered file beside it (``name.2.duckdb``, up
+to ``name.9.duckdb``: the same slot is free again at the next start, so restarts stay
+incremental), else an in-memory mirror, and logs where it went.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import numpy as np
@@ -31,7 +38,7 @@ from numpy.typing import NDArray
 
 from metalearn._arrays import first_occurrences
 from metalearn._checks import positive_int
-from metalearn._errors import AnalysisInterrupted
+from metalearn._errors import AnalysisInterrupted, InvalidArgumentError
 from metalearn._interrupt import Interrupt
 from metalearn._store import HistoryStore, PlanBatch
 
@@ -98,6 +105,15 @@ UPDATE sync_state SET value = $watermark WHERE key = 'watermark';
 _WATERMARK = "SELECT value FROM sync_state WHERE key = 'watermark'"
 _VERSION = "SELECT value FROM sync_state WHERE key = 'schema_version'"
 _STORE_ID = "SELECT value FROM sync_state WHERE key = 'store_id'"
+
+IfLocked = Literal["raise", "fallback"]
+"""What a warehouse does when its file is in use: raise, or fall back (module docstring)."""
+_LOCKED = "Could not set lock on file"  # DuckDB's IOException: another process holds the file
+_FALLBACK_FILES = range(2, 10)
+# Files a warehouse of this process has open: DuckDB lets a process open its own file twice,
+# and two mirrors writing one file would load every plan twice.
+_open_files: Counter[Path] = Counter()
+_open_files_lock = threading.Lock()
 
 
 # Masks, in order: quoted values, UUIDs, tokens mixing letters and digits (ids such as
@@ -232,7 +248,10 @@ class Warehouse:
     """DuckDB mirror of a :class:`HistoryStore`, refreshed incrementally by ``seq``.
 
     ``path`` persists the mirror to a DuckDB file, so the next start resumes from its
-    watermark instead of copying the whole history again (one file per store).
+    watermark instead of copying the whole history again (one file per store). A file
+    another process (or warehouse) holds raises DuckDB's ``IOException`` unless
+    ``if_locked="fallback"``: then the warehouse uses the next free ``name.N.duckdb``
+    beside it, or memory (see the module docstring); :attr:`path` says which.
 
     >>> from metalearn.synthetic import make_history
     >>> store = HistoryStore("sqlite://")
@@ -244,19 +263,34 @@ class Warehouse:
     """
 
     def __init__(
-        self, store: HistoryStore, *, path: str | Path | None = None, chunk_size: int = 100_000
+        self,
+        store: HistoryStore,
+        *,
+        path: str | Path | None = None,
+        chunk_size: int = 100_000,
+        if_locked: IfLocked = "raise",
     ) -> None:
+        if if_locked not in ("raise", "fallback"):
+            raise InvalidArgumentError(
+                f"if_locked must be 'raise' or 'fallback', not {if_locked!r}"
+            )
         self._store = store
         self._chunk_size = positive_int("chunk_size", chunk_size, what="plans")
-        self._path = Path(path) if path is not None else None
-        if self._path is not None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = duckdb.connect(str(self._path) if self._path else ":memory:")
+        self._path, self._connection = _connect(Path(path) if path is not None else None, if_locked)
         self._refresh_lock = threading.Lock()
         self._closed = False
-        self._create_schema()
-        self._check_store()
-        self._tool_ids = self._known_tools()
+        try:
+            self._create_schema()
+            self._check_store()
+            self._tool_ids = self._known_tools()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def path(self) -> Path | None:
+        """The DuckDB file this warehouse mirrors into (None: in memory)."""
+        return self._path
 
     def _check_store(self) -> None:
         """Empty a mirror of another store (or of this one before a reset), and record
@@ -408,5 +442,50 @@ class Warehouse:
 
     def close(self) -> None:
         """Close the DuckDB database (a persisted file keeps its rows and watermark)."""
+        if self._closed:
+            return
         self._closed = True
         self._connection.close()
+        if self._path is not None:
+            with _open_files_lock:
+                _open_files[self._path.resolve()] -= 1
+
+
+def _connect(
+    path: Path | None, if_locked: IfLocked
+) -> tuple[Path | None, duckdb.DuckDBPyConnection]:
+    """The file a new warehouse mirrors into (see the module docstring) and its connection."""
+    if path is None:
+        return None, duckdb.connect(":memory:")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    numbered = [path.with_name(f"{path.stem}.{n}{path.suffix}") for n in _FALLBACK_FILES]
+    for candidate in [path] if if_locked == "raise" else [path, *numbered]:
+        connection = _open_file(candidate, shared=if_locked == "raise")
+        if connection is not None:
+            if candidate != path:
+                logger.warning("warehouse %s is in use: mirroring into %s instead", path, candidate)
+            return candidate, connection
+    logger.warning(
+        "warehouse %s and its numbered neighbours (to %s) are all in use: mirroring in memory",
+        path, numbered[-1].name,
+    )  # fmt: skip
+    return None, duckdb.connect(":memory:")
+
+
+def _open_file(path: Path, *, shared: bool) -> duckdb.DuckDBPyConnection | None:
+    """A connection to ``path``, or None when another process holds it (or, unless
+    ``shared``, another warehouse of this process: DuckDB would let it in)."""
+    key = path.resolve()
+    with _open_files_lock:
+        if not shared and _open_files[key]:
+            logger.info("warehouse file %s is open in another warehouse of this process", path)
+            return None
+        try:
+            connection = duckdb.connect(str(path))
+        except duckdb.IOException as error:
+            if shared or _LOCKED not in str(error):
+                raise
+            logger.info("warehouse file %s is locked by another process: %s", path, error)
+            return None
+        _open_files[key] += 1
+    return connection
