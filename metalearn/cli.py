@@ -4,6 +4,8 @@
   both analyses, write PNG plots and CSV tables to ``reports/`` and print a summary.
 - ``metalearn report --db URL``: the same report for any store.
 - ``metalearn import``: read trace exports or interchange CSVs into a store.
+- ``metalearn worker``: run the analysis jobs queued in a store, until SIGTERM or SIGINT.
+- ``metalearn status``: the analysis queue (pending, running, failed) and each agent's lag.
 
 Progress goes to stderr (a bar on a terminal), results to stdout. Exit status: 0 done;
 1 the work failed (unreadable or unreachable database, missing file, empty history: the
@@ -13,11 +15,16 @@ message says what to do); 2 bad arguments; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 import pandas as pd
 from sqlalchemy.engine import make_url
@@ -277,6 +284,160 @@ def _rejections_summary(rejections: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+# -- worker and status -----------------------------------------------------------------
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """Run an analysis worker until SIGTERM or SIGINT (a second signal interrupts at once)."""
+    from metalearn._worker import AnalysisWorker  # the job queue loads only for this command
+
+    if args.nice:
+        os.nice(args.nice)  # this process only: a worker gives way to the apps on its machine
+    with _log_to_stderr(quiet=args.quiet):
+        worker = AnalysisWorker(
+            args.db, batch_size=args.batch_size, concurrency=args.concurrency,
+            lease_seconds=args.lease_seconds, warehouse_path=args.warehouse,
+            options=_background_options(args), poll_s=args.poll, max_attempts=args.max_attempts,
+            retry_backoff_s=args.retry_backoff, stop_timeout_s=args.grace,
+        )  # fmt: skip
+        with worker, _stop_on_signals(worker):
+            worker.run()
+    stats = worker.stats()
+    print(f"worker {stats['owner']} stopped: " + ", ".join(
+        f"{stats[name]:,} {name}" for name in ("batches", "claimed", "completed", "requeued",
+                                               "retried", "failed", "released", "lost", "errors")
+    ))  # fmt: skip
+    return 0
+
+
+def _background_options(args: argparse.Namespace) -> Any:
+    from metalearn._execution import BackgroundOptions
+    from metalearn._queries import PatternOptions
+
+    return BackgroundOptions(
+        time_range_days=args.days,
+        patterns=PatternOptions.build(
+            min_length=1, max_length=args.max_length, min_support=args.min_support, fdr=0.05
+        ),
+        keep_snapshots=20,
+    )
+
+
+@contextmanager
+def _log_to_stderr(*, quiet: bool) -> Iterator[None]:
+    """The package's log lines on stderr while a long-running command runs."""
+    package = logging.getLogger("metalearn")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    level = package.level
+    package.setLevel(logging.WARNING if quiet else logging.INFO)
+    package.addHandler(handler)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(level)
+
+
+@contextmanager
+def _stop_on_signals(worker: Any) -> Iterator[None]:
+    """SIGTERM or SIGINT stops the worker (finish, then release); a second one interrupts."""
+
+    def on_signal(signum: int, _frame: object) -> None:
+        worker.stop(interrupt=worker.stop_requested)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from metalearn._worker import queue_status
+
+    _require_database(args.db if args.db is not None else HistoryStore.default_url())
+    with HistoryStore(args.db) as store:
+        status = queue_status(store, limit=args.limit)
+    print(json.dumps(status, indent=2) if args.json else _status_text(status))
+    return 0
+
+
+def _status_text(status: dict[str, Any]) -> str:
+    stats = status["stats"]
+    oldest = stats["oldest_wait_s"]
+    lines = [
+        f"analysis jobs in {status['url']}:",
+        f"  {stats['pending']:,} pending, {stats['running']:,} running "
+        f"({stats['expired']:,} with an expired lease), {stats['failed']:,} failed, "
+        f"{stats['done']:,} done ({stats['done_last_hour']:,} in the last hour)",
+        f"  {stats['plans_waiting']:,} plans waiting; "
+        + ("none waits" if oldest is None else f"the oldest for {_duration(oldest)}"),
+    ]
+    for state, headers in _STATUS_HEADERS.items():
+        lines += _status_section(state, stats[state], status[state], headers)
+    lines += _status_section(
+        "agents behind their latest snapshot", status["agents_behind"], status["lag"], _LAG_HEADERS
+    )
+    return "\n".join(lines)
+
+
+_STATUS_HEADERS = {
+    "running": {"agent_id": "agent", "owner": "owner", "lease_age_s": "lease age",
+                "lease_left_s": "lease left", "attempts": "attempt", "plans": "plans",
+                "late_plans": "late plans"},
+    "pending": {"agent_id": "agent", "priority": "priority", "plans": "plans",
+                "wait_s": "waiting", "attempts": "attempts", "retry_in_s": "retry in",
+                "error": "last error"},
+    "failed": {"agent_id": "agent", "attempts": "attempts", "finished_at": "failed at",
+               "error": "error"},
+}  # fmt: skip
+_LAG_HEADERS = {"agent_id": "agent", "last_seq": "newest plan seq",
+                "through_seq": "snapshot through seq", "behind": "lag (seqs)",
+                "job": "job"}  # fmt: skip
+
+
+def _status_section(
+    title: str, total: int, rows: list[dict[str, Any]], headers: dict[str, str]
+) -> list[str]:
+    if not rows:
+        return [f"{title}: none"]
+    shown = "" if len(rows) == total else f", the first {len(rows):,}"
+    table = [list(headers.values())]
+    table += [[_cell(name, row[name]) for name in headers] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
+    numeric = [all(_numeric(row[name]) for row in rows) for name in headers]
+    return [f"{title} ({total:,}{shown}):"] + [
+        "  " + "  ".join(
+            cell.rjust(width) if right else cell.ljust(width)
+            for cell, width, right in zip(line, widths, numeric, strict=True)
+        ).rstrip()
+        for line in table
+    ]  # fmt: skip
+
+
+def _cell(name: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if name.endswith("_s"):
+        return _duration(value)
+    if name.endswith("_at"):
+        return str(value)[:19].replace("T", " ")  # UTC, to the second
+    text = str(value).splitlines()[0] if str(value) else ""
+    return text if len(text) <= 100 else text[:99] + "…"
+
+
+def _numeric(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _duration(seconds: float) -> str:
+    if abs(seconds) < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if abs(seconds) < 7200 else f"{seconds / 3600:.1f} h"
+
+
 # -- arguments -------------------------------------------------------------------------
 
 
@@ -388,6 +549,145 @@ def _import_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     trace_import.set_defaults(run=_import)
 
 
+def _non_negative(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _days(text: str) -> float | None:
+    return None if text == "all" else _positive(float)(text)
+
+
+def _worker_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    worker = commands.add_parser(
+        "worker",
+        help="run analysis jobs from the store's queue until SIGTERM or SIGINT",
+        description="Claim the analysis jobs that recorded plans queue in the store, analyse "
+        "each batch of agents and store their snapshots, until SIGTERM or SIGINT; then stop "
+        "claiming, finish (or, after --grace seconds or a second signal, interrupt and "
+        "release) what is running, and exit 0. Any number of workers may share a store.",
+        epilog="example: METALEARN_DB_URL=postgresql+psycopg://user:password@host/db "
+        "metalearn worker --concurrency 2 (the URL stays out of ps)",
+    )
+    worker.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
+    worker.add_argument(
+        "--batch-size",
+        type=_positive(int),
+        default=16,
+        metavar="N",
+        help="agents claimed and analysed together (default: 16)",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=_positive(int),
+        default=1,
+        metavar="N",
+        help="batches analysed at once (default: 1)",
+    )
+    worker.add_argument(
+        "--lease-seconds",
+        type=_positive(float),
+        default=30.0,
+        metavar="S",
+        help="a claim's lease, renewed every S/3 while its batch runs; a dead "
+        "worker's jobs are claimed again S after its last renewal (default: 30)",
+    )
+    worker.add_argument(
+        "--warehouse",
+        default=None,
+        metavar="PATH",
+        help="the DuckDB warehouse file (default: beside a SQLite store, "
+        "<file>.warehouse.duckdb; in memory for other stores; :memory: for "
+        "none). A file in use by another worker is left to it: this one "
+        "takes PATH.N.duckdb beside it, or memory",
+    )
+    worker.add_argument(
+        "--nice",
+        type=int,
+        default=10,
+        metavar="N",
+        help="lower this process's CPU priority by N (default: 10; 0 keeps it)",
+    )
+    worker.add_argument(
+        "--days",
+        type=_days,
+        default=30.0,
+        metavar="N",
+        help="analyse the plans that finished in the last N days, or 'all' (default: 30)",
+    )
+    worker.add_argument(
+        "--min-support",
+        type=_positive(int),
+        default=20,
+        metavar="N",
+        help="test tool sequences found in at least N plans (default: 20)",
+    )
+    worker.add_argument(
+        "--max-length",
+        type=_positive(int),
+        default=4,
+        metavar="N",
+        help="longest tool sequence tested (default: 4)",
+    )
+    worker.add_argument(
+        "--max-attempts",
+        type=_positive(int),
+        default=3,
+        metavar="N",
+        help="claims of a job before it is marked failed (default: 3)",
+    )
+    worker.add_argument(
+        "--retry-backoff",
+        type=_non_negative(float),
+        default=0.5,
+        metavar="S",
+        help="wait S x 2^(attempt-1) before a failed job runs again (default: 0.5)",
+    )
+    worker.add_argument(
+        "--poll",
+        type=_positive(float),
+        default=0.5,
+        metavar="S",
+        help="look for due jobs every S seconds when idle (default: 0.5)",
+    )
+    worker.add_argument(
+        "--grace",
+        type=_non_negative(float),
+        default=10.0,
+        metavar="S",
+        help="on SIGTERM, let running batches finish for up to S seconds "
+        "before interrupting and releasing them (default: 10)",
+    )
+    worker.add_argument(
+        "-q", "--quiet", action="store_true", help="log only warnings and errors on stderr"
+    )
+    worker.set_defaults(run=_worker)  # fmt: skip
+
+
+def _status_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = commands.add_parser(
+        "status",
+        help="show the analysis queue: pending, running and failed jobs, and each agent's lag",
+        description="Print the store's analysis jobs (pending, running with their owner and "
+        "lease age, failed with their error), the oldest wait, jobs done in the last hour, "
+        "and the agents whose latest snapshot does not cover their newest plan.",
+    )
+    status.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
+    status.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    status.add_argument("--limit", type=_positive(int), default=20, metavar="N",
+                        help="rows shown per section (default: 20)")  # fmt: skip
+    status.set_defaults(run=_status)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metalearn",
@@ -398,6 +698,8 @@ def _parser() -> argparse.ArgumentParser:
     _demo_parser(commands)
     _report_parser(commands)
     _import_parser(commands)
+    _worker_parser(commands)
+    _status_parser(commands)
     return parser
 
 
