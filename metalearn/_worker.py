@@ -575,9 +575,9 @@ def queue_status(
     wait, attempts, ``retry_in_s`` while a retry waits out its backoff, the last error) and
     ``failed`` (agent, attempts, finished_at, error) jobs, at most ``limit`` of each (by
     priority, then age); ``agents_behind``, the number of agents whose newest plan is
-    newer than their latest snapshot, and ``lag``: up to ``limit`` of them (the longest
-    behind first) with ``last_seq``, ``through_seq`` (None: no snapshot yet), ``behind``
-    (seqs between the two) and the state of their job.
+    newer than their latest snapshot, and ``lag``: up to ``limit`` of them (oldest newest
+    plan first: those waiting longest) with ``last_seq``, ``through_seq`` (None: no
+    snapshot yet), ``behind`` (seqs between the two) and the state of their job.
     """
     limit = positive_int("limit", limit, what="rows per section")
     moment = pd.Timestamp(now if now is not None else datetime.now(UTC))
