@@ -15,18 +15,22 @@ from metalearn._errors import (
     QueueFullError,
 )
 from metalearn._execution import ExecutionService, FinalizeResult
+from metalearn._queries import BackgroundOptions
 from metalearn._queue import AnalysisQueue
 from metalearn._results import ExecutionAnalysis, PatternReport
 from metalearn._service import MetaLearningService
 from metalearn._store import HistoryStore, ImportReport, PlanBatch
 from metalearn._types import Plan, PlanStatus, Step, StepStatus
 from metalearn._warehouse import Warehouse
+from metalearn._worker import AnalysisWorker, queue_status
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AnalysisInterrupted",
     "AnalysisQueue",
+    "AnalysisWorker",
+    "BackgroundOptions",
     "DuplicatePlanError",
     "ExecutionAnalysis",
     "ExecutionService",
@@ -48,4 +52,5 @@ __all__ = [
     "StepStatus",
     "Warehouse",
     "__version__",
+    "queue_status",
 ]

@@ -7,44 +7,17 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
 
-from metalearn._checks import positive_int
 from metalearn._errors import InvalidArgumentError, QueueFullError
 from metalearn._interrupt import Interrupt
-from metalearn._queries import PatternOptions, window_days
+from metalearn._queries import BackgroundOptions
 from metalearn._queue import AnalysisQueue, Overflow
 from metalearn._service import Database, MetaLearningService
 from metalearn._types import Plan
 
-__all__ = ["BackgroundOptions", "ExecutionService", "FinalizeResult"]
+__all__ = ["ExecutionService", "FinalizeResult"]
 
 logger = logging.getLogger("metalearn.execution")
-
-
-@dataclass(frozen=True)
-class BackgroundOptions:
-    """What every background analysis of an :class:`ExecutionService` runs with.
-
-    The window (the last ``time_range_days``, ending when the analysis runs), the pattern
-    options and how many snapshots per agent the store keeps; checked once, when the
-    service is made.
-    """
-
-    time_range_days: float | None
-    patterns: PatternOptions
-    keep_snapshots: int
-
-    def keywords(self) -> dict[str, Any]:
-        """These options as keyword arguments of ``MetaLearningService.snapshot_agents``."""
-        return {
-            "time_range_days": self.time_range_days,
-            "min_length": self.patterns.min_length,
-            "max_length": self.patterns.max_length,
-            "min_support": self.patterns.min_support,
-            "fdr": self.patterns.fdr,
-            "keep_snapshots": self.keep_snapshots,
-        }
 
 
 @dataclass(frozen=True)
@@ -119,15 +92,10 @@ class ExecutionService:
         if meta_learning is None and db is None:
             raise InvalidArgumentError("give a database (db=...) or a MetaLearningService")
         # Every option is checked before a service of our own (threads, DuckDB) exists.
-        self.analysis_options = BackgroundOptions(
-            time_range_days=window_days(time_range_days),
-            patterns=PatternOptions.build(
-                min_length=min_length, max_length=max_length, min_support=min_support, fdr=fdr
-            ),
-            keep_snapshots=positive_int(
-                "keep_snapshots", keep_snapshots, what="snapshots per agent"
-            ),
-        )
+        self.analysis_options = BackgroundOptions.build(
+            time_range_days=time_range_days, min_length=min_length, max_length=max_length,
+            min_support=min_support, fdr=fdr, keep_snapshots=keep_snapshots,
+        )  # fmt: skip
         self.queue = AnalysisQueue(
             self._analyse, max_concurrency=max_concurrency, batch_size=batch_size,
             max_pending=max_pending, overflow=overflow, max_attempts=max_attempts,

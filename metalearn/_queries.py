@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from metalearn._checks import positive_int
 from metalearn._errors import InvalidArgumentError
 
-__all__ = ["PatternOptions", "Window", "window_days"]
+__all__ = ["BackgroundOptions", "PatternOptions", "Window", "window_days"]
 
 
 def window_days(time_range_days: float | None) -> float | None:
@@ -154,6 +155,57 @@ class PatternOptions:
         if isinstance(fdr, bool) or not isinstance(fdr, int | float) or not 0 < fdr <= 1:
             raise InvalidArgumentError(f"fdr must be a number in (0, 1], not {fdr!r}")
         return cls(min_length, max_length, min_support, fdr)
+
+
+@dataclass(frozen=True)
+class BackgroundOptions:
+    """What every background analysis (of an ExecutionService or a worker) runs with.
+
+    The window (the last ``time_range_days``, ending when the analysis runs), the pattern
+    options and how many snapshots per agent the store keeps; checked once, when the
+    service is made.
+    """
+
+    time_range_days: float | None
+    patterns: PatternOptions
+    keep_snapshots: int
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        time_range_days: float | None = 30,
+        min_length: int = 1,
+        max_length: int = 4,
+        min_support: int = 20,
+        fdr: float = 0.05,
+        keep_snapshots: int = 20,
+    ) -> BackgroundOptions:
+        """The options, checked (the defaults are those of ``snapshot_agents_sync``).
+
+        >>> BackgroundOptions.build(min_support=5).keywords()["min_support"]
+        5
+        """
+        return cls(
+            time_range_days=window_days(time_range_days),
+            patterns=PatternOptions.build(
+                min_length=min_length, max_length=max_length, min_support=min_support, fdr=fdr
+            ),
+            keep_snapshots=positive_int(
+                "keep_snapshots", keep_snapshots, what="snapshots per agent"
+            ),
+        )
+
+    def keywords(self) -> dict[str, Any]:
+        """These options as keyword arguments of ``MetaLearningService.snapshot_agents``."""
+        return {
+            "time_range_days": self.time_range_days,
+            "min_length": self.patterns.min_length,
+            "max_length": self.patterns.max_length,
+            "min_support": self.patterns.min_support,
+            "fdr": self.patterns.fdr,
+            "keep_snapshots": self.keep_snapshots,
+        }
 
 
 _WINDOW = """

@@ -116,6 +116,12 @@ class HistoryStore:
         return self._database.engine
 
     @property
+    def database(self) -> Database:
+        """The store's database: its engine, locks and schema, shared by the store's parts
+        and by the job queue's workers (so this process's SQLite writers queue on one lock)."""
+        return self._database
+
+    @property
     def reader(self) -> Reader:
         """The reader chosen when the store was created."""
         return self._reader

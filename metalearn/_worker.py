@@ -48,7 +48,6 @@ from sqlalchemy.engine import URL
 from metalearn._checks import positive_int
 from metalearn._database import Database
 from metalearn._errors import AnalysisInterrupted, InvalidArgumentError
-from metalearn._execution import BackgroundOptions
 from metalearn._interrupt import Interrupt
 from metalearn._jobs import (
     ClaimedJob,
@@ -61,6 +60,7 @@ from metalearn._jobs import (
     release,
     renew,
 )
+from metalearn._queries import BackgroundOptions
 from metalearn._service import MetaLearningService
 from metalearn._store import HistoryStore
 
@@ -225,7 +225,7 @@ class AnalysisWorker:
         self.store = self.service.store
         # The store's own Database: this process's SQLite writers (renewals, completions,
         # snapshots) then queue on one lock, and an in-memory store stays serialised.
-        self.database: Database = self.store._database
+        self.database: Database = self.store.database
         self.owner = make_owner()
         self._owners = [self.owner, *(f"{self.owner}/{i}" for i in range(1, self.concurrency))]
         self._lock = threading.Lock()
@@ -528,7 +528,7 @@ def _service_for(
 
 
 def _default_warehouse(store: HistoryStore) -> str:
-    sqlite_file = store._database.sqlite_file
+    sqlite_file = store.database.sqlite_file
     return MEMORY if sqlite_file is None else f"{sqlite_file}.warehouse.duckdb"
 
 
@@ -581,7 +581,7 @@ def queue_status(
     """
     limit = positive_int("limit", limit, what="rows per section")
     moment = pd.Timestamp(now if now is not None else datetime.now(UTC))
-    database: Database = store._database
+    database: Database = store.database
     table = job_table(database, now=moment.to_pydatetime())
     states = dict(zip(table["agent_id"], table["state"], strict=True))
     behind = store.agents_behind()

@@ -31,12 +31,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from metalearn import (
+    AnalysisWorker,
+    BackgroundOptions,
     ExecutionAnalysis,
     HistoryStore,
     ImportReport,
     MetalearnError,
     MetaLearningService,
     PatternReport,
+    queue_status,
 )
 from metalearn.export import export_csv
 from metalearn.plots import save_plots, strongest_patterns
@@ -289,7 +292,6 @@ def _rejections_summary(rejections: pd.DataFrame) -> str:
 
 def _worker(args: argparse.Namespace) -> int:
     """Run an analysis worker until SIGTERM or SIGINT (a second signal interrupts at once)."""
-    from metalearn._worker import AnalysisWorker  # the job queue loads only for this command
 
     if args.nice:
         os.nice(args.nice)  # this process only: a worker gives way to the apps on its machine
@@ -310,16 +312,9 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _background_options(args: argparse.Namespace) -> Any:
-    from metalearn._execution import BackgroundOptions
-    from metalearn._queries import PatternOptions
-
-    return BackgroundOptions(
-        time_range_days=args.days,
-        patterns=PatternOptions.build(
-            min_length=1, max_length=args.max_length, min_support=args.min_support, fdr=0.05
-        ),
-        keep_snapshots=20,
+def _background_options(args: argparse.Namespace) -> BackgroundOptions:
+    return BackgroundOptions.build(
+        time_range_days=args.days, max_length=args.max_length, min_support=args.min_support
     )
 
 
@@ -355,8 +350,6 @@ def _stop_on_signals(worker: Any) -> Iterator[None]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from metalearn._worker import queue_status
-
     _require_database(args.db if args.db is not None else HistoryStore.default_url())
     with HistoryStore(args.db) as store:
         status = queue_status(store, limit=args.limit)
