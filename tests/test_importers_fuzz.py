@@ -8,8 +8,8 @@ infinite number; a key or a column deleted or renamed; a timestamp moved to the 
 truncated, re-encoded or with a byte changed. Whatever comes in, a reader returns an
 ``ImportResult`` or raises a ``MetalearnError`` (or an ``OSError``): nothing else escapes.
 
-Budget: ``EXAMPLES`` (300) per reader, derandomized so every run checks the same
-examples: about 18 s for this file on two cores. ``METALEARN_FUZZ_SCALE=20`` runs twenty
+Budget: ``EXAMPLES`` (200) per reader, derandomized so every run checks the same
+examples: about 12 s for this file on two cores. ``METALEARN_FUZZ_SCALE=20`` runs twenty
 times as many, with fresh random examples on every run, for a longer campaign.
 
 The tests after the fuzzers pin one case of each defect class the campaign found (a number
@@ -47,7 +47,7 @@ from tests.conftest import TRACES
 from tests.test_importers_formats import mlflow3_frame, phoenix_spans
 
 SCALE = float(os.environ.get("METALEARN_FUZZ_SCALE", "1"))
-EXAMPLES = 300
+EXAMPLES = 200
 DEEP = 100_000
 HAS_PROTO = importlib.util.find_spec("opentelemetry") is not None and (
     importlib.util.find_spec("opentelemetry.proto") is not None
