@@ -579,3 +579,9 @@ def _write_frames(
         for start in range(0, len(frame), _WRITE_ROWS):
             part = frame.iloc[start : start + _WRITE_ROWS]
             insert_rows(conn, table, columns, frame_rows(part, columns))
+    # Imported plans queue their agents' analyses too, one job per agent, in this transaction.
+    per_agent = plan_rows.groupby("agent_id", sort=False).agg(
+        priority=("priority", "max"), last_seq=("seq", "max"), plans=("seq", "size")
+    )
+    numbers = [per_agent[name].to_numpy("int64").tolist() for name in per_agent.columns]
+    jobs.enqueue(conn, zip(per_agent.index.astype("str").tolist(), *numbers, strict=True))

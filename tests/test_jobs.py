@@ -492,3 +492,18 @@ def test_a_recorded_plan_commits_with_its_agents_job(store_url: str) -> None:
     assert first == [1, 2] and isinstance(again[0], DuplicatePlanError) and again[1] == 4
     # the duplicate wrote no plan and queued nothing; p-3 coalesced into a's pending job
     assert [tuple(r) for r in rows] == [("a", "pending", 4, 2), ("b", "pending", 2, 1)]
+
+
+def test_an_import_queues_one_job_per_agent(store_url: str) -> None:
+    from metalearn import HistoryStore
+    from metalearn.synthetic import make_history
+
+    plans, steps = make_history(300, seed=5)
+    with HistoryStore(store_url) as store:
+        store.import_frames(plans, steps)
+        stored = store.plans_after(0, limit=None).plans.to_pandas()
+        with store.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.agent_id, jobs.c.last_seq, jobs.c.plans)).all()
+    expected = stored.groupby("agent_id").agg(last_seq=("seq", "max"), plans=("seq", "size"))
+    got = {agent: (last_seq, count) for agent, last_seq, count in rows}
+    assert got == {agent: (int(row.last_seq), int(row.plans)) for agent, row in expected.iterrows()}
