@@ -50,7 +50,15 @@ from metalearn._interchange import (
 )
 from metalearn._readers import PlanBatch
 
-__all__ = ["RowBatch", "StagedFiles", "interchange_frames", "stage_csv", "write_csv"]
+__all__ = [
+    "LINE_COLUMN",
+    "RowBatch",
+    "RowRanges",
+    "StagedFiles",
+    "interchange_frames",
+    "stage_csv",
+    "write_csv",
+]
 
 _COLUMNS = {"plans": PLAN_COLUMNS, "steps": STEP_COLUMNS}
 _QUOTE, _COMMA, _LF, _CR = b'"'[0], b","[0], b"\n"[0], b"\r"[0]
@@ -58,6 +66,8 @@ _BLOCK_BYTES = 2 << 20
 _MAX_RECORD_BYTES = 64 << 20  # one record may not hold more: it would all be in memory
 # Row bookkeeping carried through the partition files next to the text columns.
 _ROW, _LINE, _FLAW, _FLAW_FIELD = "_row", "_line", "_flaw", "_flaw_field"
+LINE_COLUMN = _LINE
+"""The column of valid plans that gives their file line (see :class:`RowRanges`)."""
 
 
 # -- writing ---------------------------------------------------------------------------
@@ -109,6 +119,7 @@ class RowBatch:
     step_rows: np.ndarray
     flaws: list[Problem]
     label: RowLabel
+    plan_lines: np.ndarray | None = None  # the file line of each plans row
 
     @classmethod
     def of_frames(cls, plans: pd.DataFrame, steps: pd.DataFrame) -> RowBatch:
@@ -569,22 +580,27 @@ def _buckets(table: pa.Table, count: int) -> np.ndarray:
     return np.where(buckets >= 0, buckets, rows % count)
 
 
-class _Partitions:
-    """One table's partition files: rows appended as Arrow IPC streams, read back whole."""
+def _release_memory() -> None:
+    """Hand the memory pyarrow's allocator keeps for reuse back to the system between
+    phases, so that one phase's blocks do not sit under the next phase's peak."""
+    pa.default_memory_pool().release_unused()
 
-    def __init__(self, directory: Path, table: str, schema: pa.Schema, count: int) -> None:
-        self.paths = [directory / f"{table}-{k}.arrow" for k in range(count)]
-        self.schema = schema
+
+class _Spill:
+    """Tables kept in numbered Arrow IPC files: appended a stream per flush, read back whole."""
+
+    def __init__(self, directory: Path, name: str, count: int) -> None:
+        self.paths = [directory / f"{name}-{k}.arrow" for k in range(count)]
         self.pending: list[list[pa.Table]] = [[] for _ in self.paths]
         self.pending_bytes = 0
-        for path in self.paths:
-            path.touch()
 
-    def add(self, table: pa.Table) -> None:
-        buckets = _buckets(table, len(self.paths))
-        order = np.argsort(buckets, kind="stable")
-        bounds = np.searchsorted(buckets[order], np.arange(len(self.paths) + 1))
-        ordered = table.take(order)
+    def add(self, table: pa.Table, buckets: np.ndarray) -> None:
+        """Each row of ``table`` to the file its bucket names."""
+        if buckets.size > 1 and (np.diff(buckets) < 0).any():
+            order = np.argsort(buckets, kind="stable")
+            buckets, table = buckets[order], table.take(order)
+        bounds = np.searchsorted(buckets, np.arange(len(self.paths) + 1))
+        ordered = table  # rows grouped by bucket, in their order within each
         for k, (low, high) in enumerate(itertools.pairwise(bounds)):
             if high > low:
                 self.pending[k].append(ordered.slice(low, high - low))
@@ -596,40 +612,113 @@ class _Partitions:
         options = pa.ipc.IpcWriteOptions(compression="lz4")
         for path, parts in zip(self.paths, self.pending, strict=True):
             if parts:
+                table = pa.concat_tables(parts, promote_options="permissive")
                 with (
                     open(path, "ab") as sink,
-                    pa.ipc.new_stream(sink, self.schema, options=options) as out,
+                    pa.ipc.new_stream(sink, table.schema, options=options) as out,
                 ):
-                    for piece in parts:
-                        out.write_table(piece)
+                    out.write_table(table)
                 parts.clear()
         self.pending_bytes = 0
 
-    def read(self, k: int) -> pd.DataFrame:
-        """Partition ``k`` by row (its file is removed)."""
-        tables = [self.schema.empty_table()]
+    def read(self, k: int) -> pa.Table | None:
+        """File ``k`` (then removed), or None when nothing went to it."""
+        if not self.paths[k].exists():
+            return None
+        tables = []
         with pa.OSFile(str(self.paths[k])) as source:
             while source.tell() < source.size():
                 tables.append(pa.ipc.open_stream(source).read_all())
         self.paths[k].unlink()
-        frame: pd.DataFrame = pa.concat_tables(tables).to_pandas()
-        return frame.sort_values(_ROW, kind="stable").reset_index(drop=True)
+        return pa.concat_tables(tables, promote_options="permissive")
+
+
+class RowRanges:
+    """Valid plans (indexed by row) and their steps, held until they are written in the
+    order of their rows, ``size`` rows at a time, so that seqs are inserted in order: on
+    disk in ``directory``, or in memory without one. Plans that carry their file line
+    (``_line``) are labelled with it, in ``file``."""
+
+    def __init__(
+        self, rows: int, size: int, directory: Path | None = None, file: str | None = None
+    ) -> None:
+        self.file = file
+        self.size = max(size, 1)
+        count = max(1, math.ceil(rows / self.size))
+        self.spills = None if directory is None else (
+            _Spill(directory, "valid-plans", count), _Spill(directory, "valid-steps", count)
+        )  # fmt: skip
+        self.held: list[tuple[pd.DataFrame, pd.DataFrame]] = []
+        self.no_steps: pd.DataFrame | None = None  # the steps' columns, without a row
+
+    def add(self, plans: pd.DataFrame, steps: pd.DataFrame) -> None:
+        if self.spills is None:
+            self.held.append((plans, steps))
+            return
+        if self.no_steps is None:
+            self.no_steps = steps.iloc[:0]
+        plan_of = pd.Index(plans["plan_id"]).get_indexer(steps["plan_id"])
+        steps = steps.assign(**{_ROW: plans.index.to_numpy()[plan_of]})
+        plans = plans.rename_axis(_ROW).reset_index()
+        for spill, frame in zip(self.spills, (plans, steps), strict=True):
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            spill.add(table, table.column(_ROW).to_numpy() // self.size)
+
+    def __iter__(self) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+        """Each range's plans (by row) and their steps (by plan, then step index)."""
+        if self.spills is None:
+            yield from self.held
+            return
+        for spill in self.spills:
+            spill.flush()
+        _release_memory()
+        for k in range(len(self.spills[0].paths)):
+            plans, steps = (spill.read(k) for spill in self.spills)
+            if plans is None:
+                continue  # a range of rejected plans: steps go only with valid plans
+            plan_frame = plans.to_pandas().set_index(_ROW).sort_index().rename_axis(None)
+            yield plan_frame, self._steps(steps)
+
+    def label(self, plans: pd.DataFrame) -> RowLabel:
+        """Names a row of ``plans`` (a range) by its file line, or by its position."""
+        if self.file is None or _LINE not in plans:
+            return default_row_label
+        lines = plans[_LINE]
+        return lambda table, row: f"{self.file} line {lines.loc[row]}"
+
+    def _steps(self, steps: pa.Table | None) -> pd.DataFrame:
+        if steps is None:
+            assert self.no_steps is not None  # a plan was added, so steps were too
+            return self.no_steps
+        frame: pd.DataFrame = steps.to_pandas().sort_values([_ROW, "step_index"], kind="stable")
+        return frame.drop(columns=_ROW).reset_index(drop=True)
 
 
 @dataclass
 class StagedFiles:
     """Both files read and checked, their rows partitioned by plan id on disk."""
 
+    directory: Path
     names: dict[str, str]  # file name of each table
-    partitions: dict[str, _Partitions]
+    spills: dict[str, _Spill]
+    schemas: dict[str, pa.Schema]
     plan_rows: int
 
     def batches(self) -> Iterator[RowBatch]:
         """One batch per partition: all the rows of its plan ids, in both tables."""
-        for k in range(len(self.partitions["plans"].paths)):
-            plans, steps = (self.partitions[t].read(k) for t in ("plans", "steps"))
+        for k in range(len(self.spills["plans"].paths)):
+            plans, steps = (self._read(t, k) for t in ("plans", "steps"))
             if len(plans) or len(steps):
                 yield self._batch(plans, steps)
+
+    def row_ranges(self, batch_size: int) -> RowRanges:
+        """Where the valid rows wait to be written in order (next to the partitions)."""
+        return RowRanges(self.plan_rows, batch_size, self.directory, self.names["plans"])
+
+    def _read(self, table: str, k: int) -> pd.DataFrame:
+        rows = self.spills[table].read(k)
+        frame: pd.DataFrame = (rows or self.schemas[table].empty_table()).to_pandas()
+        return frame.sort_values(_ROW, kind="stable").reset_index(drop=True)
 
     def _batch(self, plans: pd.DataFrame, steps: pd.DataFrame) -> RowBatch:
         frames = {"plans": plans, "steps": steps}
@@ -643,7 +732,7 @@ class StagedFiles:
         meta = [_ROW, _LINE, _FLAW, _FLAW_FIELD]
         return RowBatch(
             plans.drop(columns=meta), steps.drop(columns=meta), keys["plans"][0],
-            keys["steps"][0], flaws, label,
+            keys["steps"][0], flaws, label, keys["plans"][1],
         )  # fmt: skip
 
 
@@ -658,13 +747,14 @@ def _flaws(table: str, frame: pd.DataFrame) -> list[Problem]:
 
 def _stage(
     csv_file: _CsvFile, directory: Path, count: Callable[[_CsvFile, pa.Table | None], int]
-) -> _Partitions:
-    """The file's rows in partition files; ``count`` says how many, from the first block."""
+) -> _Spill:
+    """The file's rows in partition files by plan id; ``count`` says how many partitions,
+    from the first block."""
     tables = csv_file.tables()
     first = next(tables, None)  # reads the header too, so the columns are known
-    partitions = _Partitions(directory, csv_file.table, csv_file.schema(), count(csv_file, first))
+    partitions = _Spill(directory, csv_file.table, count(csv_file, first))
     for table in itertools.chain([] if first is None else [first], tables):
-        partitions.add(table)
+        partitions.add(table, _buckets(table, len(partitions.paths)))
     partitions.flush()
     return partitions
 
@@ -682,11 +772,17 @@ def stage_csv(
         tempfile.TemporaryDirectory(prefix="metalearn-import-") as tmp,
     ):
         steps_bytes = os.fstat(steps_in.fileno()).st_size
-        plans_file = _CsvFile(paths["plans"], "plans", plans_in)
+        files = {"plans": _CsvFile(paths["plans"], "plans", plans_in)}
         plans = _stage(
-            plans_file, Path(tmp), lambda f, t: _partition_count(f, t, steps_bytes, batch_size)
+            files["plans"], Path(tmp), lambda f, t: _partition_count(f, t, steps_bytes, batch_size)
         )
-        steps_file = _CsvFile(paths["steps"], "steps", steps_in)
-        steps = _stage(steps_file, Path(tmp), lambda f, t: len(plans.paths))
-        names = {table: path.name for table, path in paths.items()}
-        yield StagedFiles(names, {"plans": plans, "steps": steps}, plans_file.rows)
+        files["steps"] = _CsvFile(paths["steps"], "steps", steps_in)
+        steps = _stage(files["steps"], Path(tmp), lambda f, t: len(plans.paths))
+        _release_memory()
+        yield StagedFiles(
+            Path(tmp),
+            {table: path.name for table, path in paths.items()},
+            {"plans": plans, "steps": steps},
+            {table: f.schema() for table, f in files.items()},
+            files["plans"].rows,
+        )

@@ -42,7 +42,7 @@ from metalearn._interchange import (
     problem_error,
     validate_frames,
 )
-from metalearn._interchange_csv import RowBatch
+from metalearn._interchange_csv import LINE_COLUMN, RowBatch, RowRanges
 from metalearn._readers import PlanBatch, Reader, ReaderFactory, chunk_bounds, default_reader
 from metalearn._schema import PLAN_COUNTER, counters, plans, steps
 from metalearn._types import Plan, epoch_micros
@@ -235,7 +235,8 @@ class HistoryStore:
         the rows and a rejected row leaves a gap.
         """
         _check_on_error(on_error)
-        return self._import([RowBatch.of_frames(plans, steps)], len(plans), on_error)
+        valid = RowRanges(len(plans), len(plans))  # the frames are in memory already
+        return self._import([RowBatch.of_frames(plans, steps)], valid, len(plans), on_error)
 
     def import_csv(
         self,
@@ -251,37 +252,30 @@ class HistoryStore:
         The files are streamed: they are read and checked first (a file that is not UTF-8,
         has a malformed quote, no header or no required column raises
         :class:`InvalidRecordError` before anything is written), their rows staged in
-        temporary files (``$TMPDIR``) by plan id, then validated and written about
-        ``batch_size`` plans at a time, in one transaction. Memory follows ``batch_size``,
-        not the size of the files; the steps of a plan may be anywhere in ``steps.csv``.
+        temporary files (``$TMPDIR``) by plan id and validated about ``batch_size`` plans
+        at a time, then the valid ones written in the order of the file, in one
+        transaction. Memory follows ``batch_size``, not the size of the files; the steps
+        of a plan may be anywhere in ``steps.csv``.
         """
         _check_on_error(on_error)
         positive_int("batch_size", batch_size, what="plans per batch")
         with _interchange_csv.stage_csv(plans_path, steps_path, batch_size=batch_size) as staged:
-            return self._import(staged.batches(), staged.plan_rows, on_error)
+            valid = staged.row_ranges(batch_size)
+            return self._import(staged.batches(), valid, staged.plan_rows, on_error)
 
-    def _import(self, batches: Iterable[RowBatch], rows: int, on_error: str) -> ImportReport:
+    def _import(
+        self, batches: Iterable[RowBatch], valid: RowRanges, rows: int, on_error: str
+    ) -> ImportReport:
         rejections = _Rejections(keep_all=on_error == "skip")
-        imported = written_steps = 0
+        for batch in batches:
+            plan_rows, step_rows = rejections.check(batch)
+            if not rejections.failed:  # "raise" only looks on for an earlier bad record
+                valid.add(plan_rows, step_rows)
+        rejections.raise_first()  # before the transaction: nothing is written
         with self._database.begin() as conn:
-            # The counter update comes first: it takes the write lock before any read.
-            first_seq = _allocate(conn, rows)
-            # Validation rejects a plan id seen twice in the import, so only plans stored
-            # before it can be duplicates: none when the store was empty.
-            stored_before = conn.execute(select(plans.c.seq).limit(1)).first() is not None
-            for batch in batches:
-                plan_rows, step_rows = rejections.check(batch)
-                if stored_before:
-                    plan_rows, step_rows = rejections.stored(conn, plan_rows, step_rows)
-                if rejections.failed:
-                    continue  # "raise": look on for an earlier bad record, write nothing
-                refused = _write_refusing(conn, first_seq, plan_rows, step_rows)
-                rejections.add(_REFUSED_KIND, refused, batch.label)
-                kept = ~step_rows["plan_id"].isin([p.plan_id for p in refused])
-                imported += len(plan_rows) - len(refused)
-                written_steps += int(kept.sum())
+            written = _write_in_order(conn, valid, rows, rejections)
             rejections.raise_first()
-        return rejections.report(imported, written_steps)
+        return rejections.report(*written)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -486,7 +480,10 @@ class _Rejections:
         found = [replace(p, row=int(rows[p.table][p.row])) for p in checked.problems]
         problems = _first_per_plan([*batch.flaws, *found])
         self.add(_RECORD_KIND, problems, batch.label)
-        plan_rows = checked.plans.set_axis(batch.plan_rows[checked.plans.index.to_numpy()])
+        positions = checked.plans.index.to_numpy()
+        plan_rows = checked.plans.set_axis(batch.plan_rows[positions])
+        if batch.plan_lines is not None:  # named by file line should the database refuse one
+            plan_rows = plan_rows.assign(**{LINE_COLUMN: batch.plan_lines[positions]})
         if not batch.flaws:
             return plan_rows, checked.steps
         rejected = pd.Series([p.plan_id for p in problems], dtype="str")
@@ -536,6 +533,30 @@ def _first_per_plan(problems: list[Problem]) -> list[Problem]:
             seen.add(key)
             first.append(problem)
     return first
+
+
+def _write_in_order(
+    conn: Connection, valid: RowRanges, rows: int, rejections: _Rejections
+) -> tuple[int, int]:
+    """Write the valid plans and steps range by range, each plan row with the seq
+    ``first + row``, so seqs follow the rows and are inserted in order (indexes stay
+    local); the plans and steps written."""
+    # The counter update comes first: it takes the write lock before any read.
+    first_seq = _allocate(conn, rows)
+    # Validation rejects a plan id seen twice in the import, so only plans stored
+    # before it can be duplicates: none when the store was empty.
+    stored_before = conn.execute(select(plans.c.seq).limit(1)).first() is not None
+    imported = written_steps = 0
+    for plan_rows, step_rows in valid:
+        if stored_before:
+            plan_rows, step_rows = rejections.stored(conn, plan_rows, step_rows)
+        if rejections.failed:
+            continue  # "raise": look on for an earlier plan already stored
+        refused = _write_refusing(conn, first_seq, plan_rows, step_rows)
+        rejections.add(_REFUSED_KIND, refused, valid.label(plan_rows))
+        imported += len(plan_rows) - len(refused)
+        written_steps += int((~step_rows["plan_id"].isin([p.plan_id for p in refused])).sum())
+    return imported, written_steps
 
 
 def _write_refusing(

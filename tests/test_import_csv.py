@@ -471,6 +471,7 @@ def test_a_plan_the_database_refuses_is_a_rejection_not_a_failed_batch(
                        "plan: .*no such tool") as caught:  # fmt: skip
         load("raise")
     assert (caught.value.table, caught.value.row) == ("plans", 7)
+    assert str(caught.value).startswith("plans.csv line 9 " if source == "csv" else "plans row 7 ")
     assert len(refusing) == 0
     report = load("skip")
     assert (report.imported, report.rejected) == (19, 1)  # type: ignore[attr-defined]
