@@ -11,7 +11,9 @@ turns the block into text columns (blank is missing, nothing else is) for
 :func:`~metalearn._interchange.validate_frames`. Rows go to temporary Arrow files, one per
 partition of the plan ids (a hash of ``plan_id``), so every row of a plan, in either file,
 lands in the same partition: a partition is checked on its own and memory holds one
-partition at a time, whatever the size of the files.
+partition at a time, whatever the size of the files. The valid rows then wait in a second
+set of files, by range of rows (:class:`RowRanges`), to be written in the order of the
+file, so that the store inserts its seqs in order.
 
 A file that cannot be read as records raises :class:`~metalearn.InvalidRecordError` naming
 file and line: not UTF-8, a malformed quote, no header, a header without a required
