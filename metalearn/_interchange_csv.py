@@ -714,8 +714,11 @@ class StagedFiles:
                 yield self._batch(plans, steps)
 
     def row_ranges(self, batch_size: int) -> RowRanges:
-        """Where the valid rows wait to be written in order (next to the partitions)."""
-        return RowRanges(self.plan_rows, batch_size, self.directory, self.names["plans"])
+        """Where the valid rows wait to be written in order (next to the partitions), in
+        ranges of half a batch: rows being written, with their driver tuples, take more
+        memory per plan than text rows being validated."""
+        size = max(1, batch_size // 2)
+        return RowRanges(self.plan_rows, size, self.directory, self.names["plans"])
 
     def _read(self, table: str, k: int) -> pd.DataFrame:
         rows = self.spills[table].read(k)
