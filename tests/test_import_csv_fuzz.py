@@ -122,7 +122,7 @@ def _frame(rows: list[list[str]]) -> pd.DataFrame:
     return pd.DataFrame(rows[1:], columns=rows[0], dtype="str")
 
 
-@fuzz(20)
+@fuzz(15)
 @given(
     tables=spoiled_cells(),
     batch_size=st.sampled_from([7, 20_000]),
@@ -240,7 +240,7 @@ def _rows_of(frame: pd.DataFrame, plan_ids: set[str]) -> pd.DataFrame:
     return rows.sort_values(list(rows.columns[:2])).reset_index(drop=True)
 
 
-@fuzz(40)
+@fuzz(30)
 @given(spoiled=spoiled_bytes(), batch_size=st.sampled_from([7, 20_000]))
 def test_spoiled_bytes_fail_typed_or_keep_every_untouched_plan(
     spoiled: tuple[bytes, bytes, str], batch_size: int
