@@ -122,7 +122,7 @@ def _frame(rows: list[list[str]]) -> pd.DataFrame:
     return pd.DataFrame(rows[1:], columns=rows[0], dtype="str")
 
 
-@fuzz(15)
+@fuzz(10)
 @given(
     tables=spoiled_cells(),
     batch_size=st.sampled_from([7, 20_000]),
