@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -134,3 +137,30 @@ def call(request: pytest.FixtureRequest) -> Callable[..., Any]:
         return asyncio.run(getattr(service, name)(*args, **kwargs))
 
     return run
+
+
+@contextmanager
+def waiting_children(script: str, names: list[str]) -> Iterator[list[subprocess.Popen[str]]]:
+    """One ``python -c script NAME`` process per name, each past its ``ready`` line and
+    waiting on its stdin; closed (stdin, then wait, then stdout) however the block ends."""
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, name],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name in names
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        yield children
+    finally:
+        for child in children:
+            if child.stdin is not None:
+                child.stdin.close()
+            child.wait(timeout=60)
+            if child.stdout is not None:
+                child.stdout.close()

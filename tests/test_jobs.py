@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -40,7 +39,7 @@ from metalearn._jobs import (
 )
 from metalearn._schema import PLAN_COUNTER, counters, jobs
 from metalearn._types import epoch_micros
-from tests.conftest import ROOT
+from tests.conftest import waiting_children
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -394,27 +393,8 @@ for line in sys.stdin:
 @pytest.fixture(scope="module")
 def claimers() -> Iterator[list[subprocess.Popen[str]]]:
     """8 claimer processes, started once for both backends (each waits for a URL)."""
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", CLAIMER, f"claimer-{i}"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(CLAIMERS)
-    ]
-    try:
-        for child in children:
-            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    with waiting_children(CLAIMER, [f"claimer-{i}" for i in range(CLAIMERS)]) as children:
         yield children
-    finally:
-        for child in children:
-            if child.stdin is not None:
-                child.stdin.close()
-            child.wait(timeout=60)
-            if child.stdout is not None:
-                child.stdout.close()
 
 
 def seed(database: Database) -> None:

@@ -9,13 +9,12 @@ every round races the schema creation, the counter row and the identity row.
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, _postgres_url, _reset_postgres
+from tests.conftest import _postgres_url, _reset_postgres, waiting_children
 
 PROCESSES = 6
 ROUNDS = 10
@@ -44,27 +43,8 @@ for line in sys.stdin:
 
 @pytest.fixture
 def crowd() -> Iterator[list[subprocess.Popen[str]]]:
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", CHILD, f"child{i}"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(PROCESSES)
-    ]
-    try:
-        for child in children:
-            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    with waiting_children(CHILD, [f"child{i}" for i in range(PROCESSES)]) as children:
         yield children
-    finally:
-        for child in children:
-            if child.stdin is not None:
-                child.stdin.close()
-            child.wait(timeout=60)
-            if child.stdout is not None:
-                child.stdout.close()
 
 
 def race(children: list[subprocess.Popen[str]], url: str, round_: int) -> list[list[str]]:
