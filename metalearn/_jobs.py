@@ -86,6 +86,7 @@ __all__ = [
     "make_owner",
     "release",
     "renew",
+    "settle",
 ]
 
 logger = logging.getLogger("metalearn.jobs")
@@ -520,6 +521,36 @@ def release(database: Database, owner: str) -> list[str]:
                 )
             )
     return held
+
+
+def settle(
+    database: Database,
+    agents: Collection[str],
+    *,
+    covered_seq: int,
+    now: datetime | None = None,
+) -> list[str]:
+    """Mark done the waiting jobs of ``agents`` that an analysis run outside the queue
+    (in the app's own threads) covered through ``covered_seq``; returns those agents.
+
+    Only pending and failed jobs whose newest plan is covered are settled: a job running
+    under another worker's lease is left to it, and one with a newer plan keeps waiting.
+    """
+    if not agents:
+        return []
+    moment = _micros(now)
+    with _write(database) as conn:
+        settled = conn.execute(
+            update(jobs)
+            .where(
+                _c.agent_id.in_(sorted(agents)),
+                _c.state.in_(("pending", "failed")),
+                _c.last_seq <= covered_seq,
+            )
+            .values(state="done", attempts=0, not_before_us=0, error=None, finished_at_us=moment)
+            .returning(_c.agent_id)
+        )
+        return sorted(settled.scalars())
 
 
 # -- looking at the queue --------------------------------------------------------------

@@ -207,6 +207,22 @@ class BackgroundOptions:
             "keep_snapshots": self.keep_snapshots,
         }
 
+    def command_args(self) -> list[str]:
+        """These options as ``metalearn worker`` flags.
+
+        >>> BackgroundOptions.build(time_range_days=None, fdr=0.1).command_args()[:2]
+        ['--days', 'all']
+        """
+        days = "all" if self.time_range_days is None else repr(self.time_range_days)
+        return [
+            "--days", days,
+            "--min-length", str(self.patterns.min_length),
+            "--max-length", str(self.patterns.max_length),
+            "--min-support", str(self.patterns.min_support),
+            "--fdr", repr(self.patterns.fdr),
+            "--keep-snapshots", str(self.keep_snapshots),
+        ]  # fmt: skip
+
 
 _WINDOW = """
 WITH window_plans AS (

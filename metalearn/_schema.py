@@ -36,6 +36,7 @@ from metalearn._types import MAX_NAME_LENGTH
 __all__ = [
     "JOB_STATES",
     "counters",
+    "job_runs",
     "jobs",
     "metadata",
     "plans",
@@ -177,3 +178,24 @@ jobs = Table(
 )
 Index("ix_metalearn_jobs_claim", jobs.c.state, jobs.c.priority.desc(), jobs.c.enqueued_at_us)
 Index("ix_metalearn_jobs_owner", jobs.c.owner)
+
+# The log of finished job runs (one row per claimed batch), for the queue's metrics in any
+# process. Kept short: the newest rows only (see metalearn._job_runs).
+job_runs = Table(
+    "metalearn_job_runs",
+    metadata,
+    Column("run_id", Integer, primary_key=True, autoincrement=True),
+    Column("owner", String(MAX_NAME_LENGTH), nullable=False),
+    Column("agents", Text, nullable=False),  # a JSON list, in claim order
+    Column("agent_count", Integer, nullable=False),
+    Column("plans", BigInteger, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("enqueued_at_us", BigInteger, nullable=False),  # the batch's oldest waiting plan
+    Column("claimed_at_us", BigInteger, nullable=False),
+    Column("finished_at_us", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("analyses", Integer, nullable=False),  # agents whose analysis was stored
+    Column("error", Text),
+)
+Index("ix_metalearn_job_runs_finished", job_runs.c.finished_at_us)

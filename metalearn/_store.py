@@ -179,13 +179,22 @@ class HistoryStore:
             raise outcome
         return outcome
 
-    def record_plans(self, batch: Sequence[Plan]) -> list[int | DuplicatePlanError]:
+    def record_plans(
+        self, batch: Sequence[Plan], *, priorities: Sequence[int | None] | None = None
+    ) -> list[int | DuplicatePlanError]:
         """Write several plans in one transaction (a group commit); one outcome per plan.
 
         Each outcome is the plan's ``seq``, or a :class:`DuplicatePlanError` for a plan
         whose ``plan_id`` is already stored (or earlier in the batch), which is skipped.
-        One transaction for many plans is what keeps a busy writer fast.
+        One transaction for many plans is what keeps a busy writer fast. Each plan queues
+        its agent's analysis job in the same transaction, at ``priorities[i]`` (``None``,
+        or no list: the plan's own priority).
         """
+        if priorities is not None and len(priorities) != len(batch):
+            raise InvalidArgumentError(
+                f"priorities has {len(priorities)} items for {len(batch)} plans; give one each"
+            )
+        wanted = [None] * len(batch) if priorities is None else priorities
         for plan in batch:
             if not isinstance(plan, Plan):
                 raise TypeError(f"record_plan() takes a metalearn.Plan, not {type(plan).__name__}")
@@ -198,13 +207,15 @@ class HistoryStore:
                 first = _allocate(conn, len(batch))
                 stored = _existing_ids(conn, pd.Series([p.plan_id for p in batch]))
                 plan_rows, step_rows, written = [], [], []
-                for seq, plan in enumerate(batch, start=first):
+                numbered = zip(range(first, first + len(batch)), batch, wanted, strict=True)
+                for seq, plan, priority in numbered:
                     if plan.plan_id in stored:
                         outcomes.append(DuplicatePlanError(plan.plan_id))
                         continue
                     stored.add(plan.plan_id)
                     outcomes.append(seq)
-                    written.append((plan, seq))
+                    job_priority = plan.priority if priority is None else priority
+                    written.append((plan.agent_id, job_priority, seq, 1))
                     plan_rows.append(_plan_row(seq, plan))
                     step_rows += _step_rows(seq, plan)
                 if not plan_rows:
@@ -212,10 +223,17 @@ class HistoryStore:
                 insert_rows(conn, plans, _PLAN_WRITE_COLUMNS, plan_rows)
                 insert_rows(conn, steps, _STEP_WRITE_COLUMNS, step_rows)
                 # The agents' analysis jobs commit with their plans: acknowledged is queued.
-                jobs.enqueue(conn, [(p.agent_id, p.priority, s, 1) for p, s in written])
+                jobs.enqueue(conn, written)
         except _NothingWritten:
             pass
         return outcomes
+
+    def requeue(self, agents: Mapping[str, int]) -> None:
+        """Queue the analysis jobs of ``agents`` (agent -> its newest plan's seq), as a plan
+        of theirs would: for plans stored without one (``agents_behind`` finds them)."""
+        if agents:
+            with self._database.begin() as conn:
+                jobs.enqueue(conn, [(agent, 0, seq, 0) for agent, seq in agents.items()])
 
     def import_frames(
         self,

@@ -11,9 +11,10 @@ written to the store) and then ends each agent's job::
       ├── an agent's lease went to another worker ──▶ its job is left alone (not completed)
       └── interrupted by stop() ──▶ release (pending again, the attempt not counted)
 
-The snapshot is written before the job is completed, so a worker dying in between only
-repeats an analysis; one dying earlier stops renewing its lease, which expires, and the
-next claim takes the job over.
+Every batch ends with a row in the run log (:mod:`metalearn._job_runs`), which the
+queue's metrics read from any process. The snapshot is written before the job is
+completed, so a worker dying in between only repeats an analysis; one dying earlier
+stops renewing its lease, which expires, and the next claim takes the job over.
 
 ``covered_seq`` (what :func:`~metalearn._jobs.complete` compares with the job's newest
 plan) is W: the watermark after the worker's own refresh, read before the analysis. The
@@ -33,7 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +50,7 @@ from metalearn._checks import positive_int
 from metalearn._database import Database
 from metalearn._errors import AnalysisInterrupted, InvalidArgumentError
 from metalearn._interrupt import Interrupt
+from metalearn._job_runs import record_run
 from metalearn._jobs import (
     ClaimedJob,
     claim,
@@ -64,7 +66,14 @@ from metalearn._queries import BackgroundOptions
 from metalearn._service import MetaLearningService
 from metalearn._store import HistoryStore
 
-__all__ = ["MEMORY", "AnalysisWorker", "BatchResult", "Outcome", "queue_status"]
+__all__ = [
+    "MEMORY",
+    "AnalysisWorker",
+    "BatchResult",
+    "Outcome",
+    "queue_status",
+    "snapshot_through",
+]
 
 logger = logging.getLogger("metalearn.worker")
 
@@ -372,7 +381,20 @@ class AnalysisWorker:
                 outcomes.setdefault(agent, "released" if agent in released else "lost")
         seconds = time.perf_counter() - started
         logger.info("%s ended %s in %.2f s", owner, _outcomes_text(outcomes), seconds)
+        self._log_run(owner, jobs, outcomes, errors)
         return BatchResult(agents, outcomes, min(covered, default=None), errors, seconds)
+
+    def _log_run(
+        self,
+        owner: str,
+        jobs: list[ClaimedJob],
+        outcomes: Mapping[str, Outcome],
+        errors: Mapping[str, str],
+    ) -> None:
+        try:
+            record_run(self.database, owner, jobs, outcomes, errors)
+        except Exception as error:  # the metrics miss a row; the jobs themselves are ended
+            self._failed(f"logging the run of {[job.agent_id for job in jobs]}", error)
 
     def _analyse(
         self,
@@ -406,12 +428,7 @@ class AnalysisWorker:
             outcomes[agent] = self._complete(owner, agent, seq, lease)
 
     def _snapshot(self, agents: tuple[str, ...], interrupt: Interrupt) -> int:
-        """Store the agents' snapshots; the watermark they cover (module docstring)."""
-        self.service.warehouse.refresh(interrupt)
-        covered = self.service.warehouse.watermark
-        options = {} if self.options is None else self.options.keywords()
-        self.service.snapshot_agents_sync(agents, interrupt=interrupt, **options)
-        return covered
+        return snapshot_through(self.service, agents, interrupt, self.options)
 
     def _complete(self, owner: str, agent: str, covered_seq: int, lease: _Lease) -> Outcome:
         with lease.ending(agent) as held:
@@ -499,6 +516,21 @@ class AnalysisWorker:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def snapshot_through(
+    service: MetaLearningService,
+    agents: Sequence[str],
+    interrupt: Interrupt,
+    options: BackgroundOptions | None,
+) -> int:
+    """Store the agents' snapshots; return the seq they cover for sure (module docstring:
+    the watermark after a refresh, read before the analysis)."""
+    service.warehouse.refresh(interrupt)
+    covered = service.warehouse.watermark
+    keywords = {} if options is None else options.keywords()
+    service.snapshot_agents_sync(agents, interrupt=interrupt, **keywords)
+    return covered
 
 
 def _service_for(

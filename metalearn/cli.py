@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -302,7 +303,7 @@ def _worker(args: argparse.Namespace) -> int:
             options=_background_options(args), poll_s=args.poll, max_attempts=args.max_attempts,
             retry_backoff_s=args.retry_backoff, stop_timeout_s=args.grace,
         )  # fmt: skip
-        with worker, _stop_on_signals(worker):
+        with worker, _stop_on_signals(worker), _stop_on_eof(worker, enabled=args.stop_on_eof):
             worker.run()
     stats = worker.stats()
     print(f"worker {stats['owner']} stopped: " + ", ".join(
@@ -314,8 +315,9 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _background_options(args: argparse.Namespace) -> BackgroundOptions:
     return BackgroundOptions.build(
-        time_range_days=args.days, max_length=args.max_length, min_support=args.min_support
-    )
+        time_range_days=args.days, min_length=args.min_length, max_length=args.max_length,
+        min_support=args.min_support, fdr=args.fdr, keep_snapshots=args.keep_snapshots,
+    )  # fmt: skip
 
 
 @contextmanager
@@ -347,6 +349,21 @@ def _stop_on_signals(worker: Any) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextmanager
+def _stop_on_eof(worker: Any, *, enabled: bool) -> Iterator[None]:
+    """With ``--stop-on-eof``: stop the worker when stdin closes, which is how the app that
+    started it says stop, and what the kernel does when that app dies."""
+    if enabled:
+
+        def wait_for_eof() -> None:
+            while sys.stdin.buffer.read(4096):
+                pass
+            worker.stop()
+
+        threading.Thread(target=wait_for_eof, name="metalearn-stdin", daemon=True).start()
+    yield
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -625,11 +642,32 @@ def _worker_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         help="test tool sequences found in at least N plans (default: 20)",
     )
     worker.add_argument(
+        "--min-length",
+        type=_positive(int),
+        default=1,
+        metavar="N",
+        help="shortest tool sequence tested (default: 1)",
+    )
+    worker.add_argument(
         "--max-length",
         type=_positive(int),
         default=4,
         metavar="N",
         help="longest tool sequence tested (default: 4)",
+    )
+    worker.add_argument(
+        "--fdr",
+        type=float,
+        default=0.05,
+        metavar="Q",
+        help="false discovery rate of the pattern tests (default: 0.05)",
+    )
+    worker.add_argument(
+        "--keep-snapshots",
+        type=_positive(int),
+        default=20,
+        metavar="N",
+        help="snapshots kept per agent (default: 20)",
     )
     worker.add_argument(
         "--max-attempts",
@@ -659,6 +697,11 @@ def _worker_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="S",
         help="on SIGTERM, let running batches finish for up to S seconds "
         "before interrupting and releasing them (default: 10)",
+    )
+    worker.add_argument(
+        "--stop-on-eof",
+        action="store_true",
+        help="also stop when stdin closes (how an app that started this worker stops it)",
     )
     worker.add_argument(
         "-q", "--quiet", action="store_true", help="log only warnings and errors on stderr"

@@ -63,7 +63,7 @@ def test_finalize_returns_before_the_analysis_runs(store: HistoryStore) -> None:
     meta = HeldService(store)
 
     async def main() -> None:
-        async with ExecutionService(meta_learning=meta, min_support=1) as service:
+        async with ExecutionService(meta_learning=meta, worker="thread", min_support=1) as service:
             result = await service.finalize_plan(plan("p-1", "agent-a"))
             assert (result.plan_id, result.seq, result.scheduled) == ("p-1", 1, True)
             await asyncio.to_thread(meta.entered.wait, 5)  # the analysis has started...
@@ -83,7 +83,7 @@ def test_two_thousand_finalizations_from_twenty_agents(store: HistoryStore) -> N
     agents = [f"agent-{i:02d}" for i in range(20)]
 
     async def main() -> ExecutionService:
-        async with ExecutionService(store, min_support=5, batch_size=8) as service:
+        async with ExecutionService(store, worker="thread", min_support=5, batch_size=8) as service:
             results = await asyncio.gather(*(
                 service.finalize_plan(plan(f"p-{i}", agents[i % 20], ok=i % 3 != 0))
                 for i in range(2_000)
@@ -112,7 +112,7 @@ def test_recovery_after_a_crash(store: HistoryStore) -> None:
         store.record_plan(plan(f"p-{i}", f"agent-{i % 3}"))
 
     async def main() -> tuple[int, int]:
-        async with ExecutionService(store, min_support=1) as service:
+        async with ExecutionService(store, worker="thread", min_support=1) as service:
             await service.queue.drain(timeout=30)
             for agent in ("agent-0", "agent-1", "agent-2"):
                 latest = await service.meta_learning.latest_analysis(agent)
@@ -126,7 +126,7 @@ def test_recovery_after_a_crash(store: HistoryStore) -> None:
 
 
 def test_sync_fallback_without_a_loop(store: HistoryStore) -> None:
-    service = ExecutionService(store, min_support=1)
+    service = ExecutionService(store, worker="thread", min_support=1)
     result = service.finalize_plan_sync(plan("p-1", "agent-a", ok=False))
     assert (result.seq, result.scheduled) == (1, False)
     latest = service.meta_learning.latest_patterns_sync("agent-a")
@@ -157,7 +157,7 @@ def test_close_without_drain_interrupts_running_query(store: HistoryStore) -> No
     meta = SlowQueryService(store)
 
     async def main() -> float:
-        service = ExecutionService(meta_learning=meta)
+        service = ExecutionService(meta_learning=meta, worker="thread")
         await service.start()
         await service.finalize_plan(plan("p-1", "agent-a"))
         await service.finalize_plan(plan("p-2", "agent-b"))
@@ -185,10 +185,11 @@ def test_debug_mode_shows_no_lost_task_or_coroutine(
     meta = FailingService(store)
 
     async def main() -> ExecutionService:
-        async with ExecutionService(meta_learning=meta, batch_size=1, retry_backoff_s=0.001,
+        async with ExecutionService(meta_learning=meta, worker="thread", batch_size=1, retry_backoff_s=0.001,
                                     min_support=1) as service:  # fmt: skip
             for i in range(10):
                 await service.finalize_plan(plan(f"p-{i}", ["bad-agent", "good"][i % 2]))
+            await service.queue.drain(timeout=30)  # leaving does not wait for analyses
         return service
 
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.DEBUG):
@@ -223,11 +224,13 @@ def test_analysis_options_are_checked_when_the_service_is_made(
     store: HistoryStore, options: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(InvalidArgumentError, match=message):
-        ExecutionService(store, **options)
+        ExecutionService(store, worker="thread", **options)
 
 
 def test_analysis_options_are_one_frozen_value(store: HistoryStore) -> None:
-    service = ExecutionService(store, time_range_days=7, min_length=2, keep_snapshots=3)
+    service = ExecutionService(
+        store, worker="thread", time_range_days=7, min_length=2, keep_snapshots=3
+    )
     options = service.analysis_options
     assert (options.time_range_days, options.patterns.min_length, options.keep_snapshots) == (
         7, 2, 3,
@@ -239,7 +242,7 @@ def test_analysis_options_are_one_frozen_value(store: HistoryStore) -> None:
 
 def test_priority_override_and_bad_input(store: HistoryStore) -> None:
     async def main() -> None:
-        async with ExecutionService(store, min_support=1) as service:
+        async with ExecutionService(store, worker="thread", min_support=1) as service:
             result = await service.finalize_plan(plan("p-1", "a", priority=1), priority=7)
             assert result.scheduled
             with pytest.raises(TypeError, match=r"finalize_plan\(\) takes a metalearn\.Plan"):
@@ -269,7 +272,7 @@ def test_snapshots_are_pruned_per_agent(tmp_path: Path) -> None:
 
 def test_duplicate_in_a_group_commit_fails_only_its_caller(store: HistoryStore) -> None:
     async def main() -> list[Any]:
-        async with ExecutionService(store, min_support=1) as service:
+        async with ExecutionService(store, worker="thread", min_support=1) as service:
             return await asyncio.gather(
                 service.finalize_plan(plan("p-1", "a")),
                 service.finalize_plan(plan("p-1", "a")),
@@ -315,10 +318,10 @@ class RefusingStore(HistoryStore):
     """A real store whose database refuses any transaction holding the plan ``refused``
     (as a database refuses a value it cannot store), whatever else is in it."""
 
-    def record_plans(self, batch: Sequence[Plan]) -> list[int | DuplicatePlanError]:
+    def record_plans(self, batch: Sequence[Plan], **options: Any) -> list[int | DuplicatePlanError]:
         if any(plan.plan_id == "refused" for plan in batch):
             raise LookupError("the database refused plan 'refused'")
-        return super().record_plans(batch)
+        return super().record_plans(batch, **options)
 
 
 def test_group_commit_isolates_the_failing_plan(
@@ -327,7 +330,7 @@ def test_group_commit_isolates_the_failing_plan(
     store = RefusingStore(f"sqlite:///{tmp_path / 'history.db'}")
 
     async def main() -> list[Any]:
-        async with ExecutionService(store, min_support=1) as service:
+        async with ExecutionService(store, worker="thread", min_support=1) as service:
             plans = [plan(f"p-{i}", "a") for i in range(40)]
             plans.insert(17, plan("refused", "a"))
             return await asyncio.gather(
