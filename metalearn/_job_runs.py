@@ -45,7 +45,7 @@ from metalearn._types import epoch_micros
 __all__ = ["KEEP_RUNS", "RUN_STATUSES", "record_run", "run_counts", "run_metrics"]
 
 KEEP_RUNS = 10_000
-"""About how many runs the log keeps (older rows are deleted every :data:`_PRUNE_EVERY`)."""
+"""How many runs the log keeps at least (older ones are deleted every 100 runs)."""
 
 RUN_STATUSES = ("completed", "retrying", "failed", "cancelled")
 """The statuses of a run, from best to worst."""
@@ -64,10 +64,13 @@ def record_run(
     outcomes: Mapping[str, str],
     errors: Mapping[str, str] | None = None,
     *,
+    keep: int = KEEP_RUNS,
     now: datetime | None = None,
 ) -> None:
     """Log one finished batch: ``jobs`` as claimed, each agent's outcome (as in
-    :class:`~metalearn._worker.BatchResult`) and the errors of those that raised."""
+    :class:`~metalearn._worker.BatchResult`) and the errors of those that raised. Keeps
+    the newest ``keep`` runs (pruning every ``min(keep, 100)`` runs, so between ``keep``
+    and twice as many stay)."""
     statuses = [_STATUS_OF.get(outcomes.get(job.agent_id, "lost"), "cancelled") for job in jobs]
     first_error = next(iter((errors or {}).values()), None)
     row = {
@@ -86,8 +89,8 @@ def record_run(
     }
     with database.begin() as conn:
         run_id = conn.execute(insert(job_runs).values(row).returning(_c.run_id)).scalar_one()
-        if run_id % _PRUNE_EVERY == 0:
-            conn.execute(delete(job_runs).where(_c.run_id <= run_id - KEEP_RUNS))
+        if run_id % min(keep, _PRUNE_EVERY) == 0:
+            conn.execute(delete(job_runs).where(_c.run_id <= run_id - keep))
 
 
 def run_metrics(

@@ -98,7 +98,8 @@ class WorkerProcess:
             started = time.monotonic()
             code = process.wait()
             if self._stopping.is_set():
-                return
+                return  # stop() closes its stdin
+            _close_stdin(process)
             if time.monotonic() - started >= _STEADY_S:
                 delay = self.restart_backoff_s[0]
             logger.warning(
@@ -130,9 +131,7 @@ class WorkerProcess:
 
 def _stop(process: subprocess.Popen[bytes], timeout_s: float) -> int:
     """Close stdin (the worker's stop), then SIGTERM, then SIGKILL, as each times out."""
-    if process.stdin is not None:
-        with contextlib.suppress(OSError):  # the child is gone already
-            process.stdin.close()
+    _close_stdin(process)
     for escalate in (process.terminate, process.kill):
         try:
             return process.wait(timeout_s)
@@ -141,6 +140,12 @@ def _stop(process: subprocess.Popen[bytes], timeout_s: float) -> int:
                            escalate.__name__)  # fmt: skip
             escalate()
     return process.wait()
+
+
+def _close_stdin(process: subprocess.Popen[bytes]) -> None:
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):  # the child is gone already
+            process.stdin.close()
 
 
 def _exit_text(code: int) -> str:

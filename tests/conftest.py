@@ -6,11 +6,12 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import create_engine
@@ -24,6 +25,7 @@ TAU_BENCH = DATA / "tau_bench"
 TRACES = DATA / "traces"
 POSTGRES_URL = os.environ.get("METALEARN_TEST_POSTGRES_URL")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+_T = TypeVar("_T")
 
 
 def _postgres_url() -> str:
@@ -164,3 +166,14 @@ def waiting_children(script: str, names: list[str]) -> Iterator[list[subprocess.
             child.wait(timeout=60)
             if child.stdout is not None:
                 child.stdout.close()
+
+
+def eventually(check: Callable[[], _T | None], timeout: float = 30, what: str = "") -> _T:
+    """Poll ``check`` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")

@@ -185,8 +185,8 @@ def test_debug_mode_shows_no_lost_task_or_coroutine(
     meta = FailingService(store)
 
     async def main() -> ExecutionService:
-        async with ExecutionService(meta_learning=meta, worker="thread", batch_size=1, retry_backoff_s=0.001,
-                                    min_support=1) as service:  # fmt: skip
+        async with ExecutionService(meta_learning=meta, worker="thread", batch_size=1,
+                                    retry_backoff_s=0.001, min_support=1) as service:  # fmt: skip
             for i in range(10):
                 await service.finalize_plan(plan(f"p-{i}", ["bad-agent", "good"][i % 2]))
             await service.queue.drain(timeout=30)  # leaving does not wait for analyses

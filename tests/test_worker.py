@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -32,25 +32,12 @@ from metalearn._jobs import claim, complete, fail, job_stats, job_table
 from metalearn._worker import MEMORY, AnalysisWorker, queue_status
 from metalearn.cli import main
 from metalearn.synthetic import make_history
-from tests.conftest import ROOT, make_plan
-
-_T = TypeVar("_T")
+from tests.conftest import ROOT, eventually, make_plan
 
 # Workers run at normal priority here, so a busy test machine does not starve them.
 FAST = ["--poll", "0.05", "--retry-backoff", "0.1", "--nice", "0"]
 # A real, slow job: the whole 4,000-plan history, every sequence up to 6 tools tested.
 SLOW = ["--days", "all", "--min-support", "1", "--max-length", "6", "--lease-seconds", "1"]
-
-
-def eventually(check: Callable[[], _T | None], timeout: float = 30, what: str = "") -> _T:
-    """Poll ``check`` until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")
 
 
 class Worker:
