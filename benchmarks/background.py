@@ -107,7 +107,7 @@ async def _waves(plans: list[Plan], finalize: Callable[[Plan], Awaitable[Any]]) 
 
 async def _metalearn(url: str, count: int) -> dict[str, Any]:
     ticker = Ticker()
-    async with ExecutionService(url, recover=False) as service:
+    async with ExecutionService(url, worker="thread", recover=False) as service:
         await service.meta_learning.refresh()  # the warehouse is warm in a running app
         ticker.start()
         started = time.perf_counter()

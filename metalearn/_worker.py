@@ -176,7 +176,10 @@ class AnalysisWorker:
     file beside it, or memory.
 
     Each claim takes up to ``batch_size`` agents under a lease of ``lease_seconds``
-    (renewed while the batch runs). An analysis that raises is retried with backoff
+    (renewed while the batch runs); an agent is analysed again only ``min_interval_s``
+    after its last run ended, so that the plans of a busy agent coalesce and the store
+    sees a bounded rate of snapshot writes (a plan waits at most about that long more).
+    An analysis that raises is retried with backoff
     (``retry_backoff_s`` x 2^(attempt-1)) up to ``max_attempts`` claims, then failed with
     its error; ``options`` (:class:`BackgroundOptions`) are the analysis options
     (default: those of :meth:`MetaLearningService.snapshot_agents_sync`). An idle worker
@@ -210,6 +213,7 @@ class AnalysisWorker:
         batch_size: int = 16,
         concurrency: int = 1,
         lease_seconds: float = 30.0,
+        min_interval_s: float = 2.0,
         warehouse_path: str | Path | None = None,
         options: BackgroundOptions | None = None,
         poll_s: float = 0.5,
@@ -221,6 +225,7 @@ class AnalysisWorker:
         self.concurrency = positive_int("concurrency", concurrency, what="batches at once")
         self.max_attempts = positive_int("max_attempts", max_attempts)
         self.lease_seconds = _seconds("lease_seconds", lease_seconds, zero=False)
+        self.min_interval_s = _seconds("min_interval_s", min_interval_s, zero=True)
         self.poll_s = _seconds("poll_s", poll_s, zero=False)
         self.retry_backoff_s = _seconds("retry_backoff_s", retry_backoff_s, zero=True)
         self.stop_timeout_s = _seconds("stop_timeout_s", stop_timeout_s, zero=True)
@@ -347,6 +352,7 @@ class AnalysisWorker:
         jobs = claim(
             self.database, owner, batch_size=self.batch_size,
             lease_seconds=self.lease_seconds, max_attempts=self.max_attempts,
+            min_interval_s=self.min_interval_s,
         )  # fmt: skip
         if not jobs:
             return BatchResult()

@@ -299,7 +299,8 @@ def _worker(args: argparse.Namespace) -> int:
     with _log_to_stderr(quiet=args.quiet):
         worker = AnalysisWorker(
             args.db, batch_size=args.batch_size, concurrency=args.concurrency,
-            lease_seconds=args.lease_seconds, warehouse_path=args.warehouse,
+            lease_seconds=args.lease_seconds, min_interval_s=args.min_interval,
+            warehouse_path=args.warehouse,
             options=_background_options(args), poll_s=args.poll, max_attempts=args.max_attempts,
             retry_backoff_s=args.retry_backoff, stop_timeout_s=args.grace,
         )  # fmt: skip
@@ -610,6 +611,14 @@ def _worker_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="S",
         help="a claim's lease, renewed every S/3 while its batch runs; a dead "
         "worker's jobs are claimed again S after its last renewal (default: 30)",
+    )
+    worker.add_argument(
+        "--min-interval",
+        type=_non_negative(float),
+        default=2.0,
+        metavar="S",
+        help="analyse an agent again only S seconds after its last run ended: its new "
+        "plans coalesce meanwhile, and the store sees fewer snapshot writes (default: 2)",
     )
     worker.add_argument(
         "--warehouse",

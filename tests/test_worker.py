@@ -35,7 +35,7 @@ from metalearn.synthetic import make_history
 from tests.conftest import ROOT, eventually, make_plan
 
 # Workers run at normal priority here, so a busy test machine does not starve them.
-FAST = ["--poll", "0.05", "--retry-backoff", "0.1", "--nice", "0"]
+FAST = ["--poll", "0.05", "--retry-backoff", "0.1", "--nice", "0", "--min-interval", "0"]
 # A real, slow job: the whole 4,000-plan history, every sequence up to 6 tools tested.
 SLOW = ["--days", "all", "--min-support", "1", "--max-length", "6", "--lease-seconds", "1"]
 
