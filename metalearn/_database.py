@@ -129,6 +129,10 @@ class Database:
         self._schema_lock = threading.Lock()
         self._schema_ready = False
         self._store_id = 0
+        self.pause_after_write_s = 0.0
+        """Sleep this long after each write transaction (outside every lock): what a
+        background writer sets on SQLite, whose busy handler makes another process's
+        writer poll with growing sleeps, so that writes back to back would starve it."""
 
     @property
     def sqlite_file(self) -> str | None:
@@ -151,6 +155,8 @@ class Database:
         self.ensure_schema()
         with self._serial, self._write_lock, self.engine.begin() as conn:
             yield conn
+        if self.pause_after_write_s:
+            time.sleep(self.pause_after_write_s)
 
     def ensure_schema(self) -> None:
         """Create the tables, the seq counter and the store's identity unless this process

@@ -84,6 +84,9 @@ MEMORY = ":memory:"
 """``warehouse_path`` for a warehouse in memory, even beside a SQLite file."""
 
 _TICK_S = 0.05  # how often waiting threads look at the stop flags
+# Longer than the first sleeps of SQLite's busy handler (1, 2, 5, 10, 15, 20, 25 ms), so a
+# writer of another process that is polling for the lock wakes within the gap.
+_SQLITE_WRITE_PAUSE_S = 0.03
 _PAUSE_AFTER_ERROR_S = (0.5, 30.0)  # first and longest pause after a failing claim
 _COUNTERS = ("batches", "claimed", "completed", "requeued", "retried", "failed", "released",
              "lost", "errors")  # fmt: skip
@@ -240,6 +243,10 @@ class AnalysisWorker:
         # The store's own Database: this process's SQLite writers (renewals, completions,
         # snapshots) then queue on one lock, and an in-memory store stays serialised.
         self.database: Database = self.store.database
+        if self._owned_store and self.database.sqlite_file is not None:
+            # A worker of its own store (as `metalearn worker` is) gives way after each
+            # write: the app's writers, in other processes, get the lock between them.
+            self.database.pause_after_write_s = _SQLITE_WRITE_PAUSE_S
         self.owner = make_owner()
         self._owners = [self.owner, *(f"{self.owner}/{i}" for i in range(1, self.concurrency))]
         self._lock = threading.Lock()

@@ -565,3 +565,11 @@ def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str
     with pytest.raises(SystemExit) as stop:
         main(argv)
     assert stop.value.code == 2 and "usage: metalearn" in capsys.readouterr().err
+
+
+def test_a_worker_of_its_own_sqlite_store_gives_way_after_each_write(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    with AnalysisWorker(url, warehouse_path=MEMORY) as worker:
+        assert worker.database.pause_after_write_s == 0.03
+    with HistoryStore(url) as store, AnalysisWorker(store, warehouse_path=MEMORY) as worker:
+        assert worker.database.pause_after_write_s == 0  # the app's store: never slowed
