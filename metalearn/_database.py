@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event, func, in
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
+from metalearn._errors import InvalidArgumentError
 from metalearn._schema import PLAN_COUNTER, STORE_ID, counters, metadata, plans
 
 __all__ = ["DEFAULT_URL", "URL_VARIABLE", "Database", "default_url", "frame_rows", "insert_rows"]
@@ -129,10 +130,7 @@ class Database:
         self._schema_lock = threading.Lock()
         self._schema_ready = False
         self._store_id = 0
-        self.pause_after_write_s = 0.0
-        """Sleep this long after each write transaction (outside every lock): what a
-        background writer sets on SQLite, whose busy handler makes another process's
-        writer poll with growing sleeps, so that writes back to back would starve it."""
+        self._pause_after_write_s = 0.0
 
     @property
     def sqlite_file(self) -> str | None:
@@ -155,8 +153,31 @@ class Database:
         self.ensure_schema()
         with self._serial, self._write_lock, self.engine.begin() as conn:
             yield conn
-        if self.pause_after_write_s:
-            time.sleep(self.pause_after_write_s)
+        if self._pause_after_write_s:
+            self._give_way()
+
+    @property
+    def pause_after_write_s(self) -> float:
+        """How long this writer gives way after each write (see :meth:`write_in_background`)."""
+        return self._pause_after_write_s
+
+    def write_in_background(self, pause_s: float) -> None:
+        """Make this a background writer of a SQLite file (as an analysis worker is).
+
+        After each write transaction it checkpoints the WAL (passively: that takes no
+        lock the app's writers wait for), so the app's own commits seldom reach the
+        auto-checkpoint threshold and pay for copying the worker's pages; then it sleeps
+        ``pause_s`` outside every lock, because SQLite's busy handler makes a writer of
+        another process poll with growing sleeps, and writes back to back would starve it.
+        """
+        if self.sqlite_file is None:
+            raise InvalidArgumentError("only a SQLite file store has a background writer mode")
+        self._pause_after_write_s = float(pause_s)
+
+    def _give_way(self) -> None:
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        time.sleep(self._pause_after_write_s)
 
     def ensure_schema(self) -> None:
         """Create the tables, the seq counter and the store's identity unless this process

@@ -246,7 +246,7 @@ class AnalysisWorker:
         if self._owned_store and self.database.sqlite_file is not None:
             # A worker of its own store (as `metalearn worker` is) gives way after each
             # write: the app's writers, in other processes, get the lock between them.
-            self.database.pause_after_write_s = _SQLITE_WRITE_PAUSE_S
+            self.database.write_in_background(_SQLITE_WRITE_PAUSE_S)
         self.owner = make_owner()
         self._owners = [self.owner, *(f"{self.owner}/{i}" for i in range(1, self.concurrency))]
         self._lock = threading.Lock()

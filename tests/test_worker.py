@@ -573,3 +573,7 @@ def test_a_worker_of_its_own_sqlite_store_gives_way_after_each_write(tmp_path: P
         assert worker.database.pause_after_write_s == 0.03
     with HistoryStore(url) as store, AnalysisWorker(store, warehouse_path=MEMORY) as worker:
         assert worker.database.pause_after_write_s == 0  # the app's store: never slowed
+    memory = HistoryStore("sqlite://")
+    with pytest.raises(InvalidArgumentError, match="only a SQLite file store"):
+        memory.database.write_in_background(0.03)
+    memory.close()
