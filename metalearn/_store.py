@@ -43,6 +43,7 @@ from metalearn._interchange import (
     validate_frames,
 )
 from metalearn._interchange_csv import LINE_COLUMN, RowBatch, RowRanges
+from metalearn._interchange_parquet import ParquetExport, write_parquet
 from metalearn._readers import PlanBatch, Reader, ReaderFactory, chunk_bounds, default_reader
 from metalearn._schema import PLAN_COUNTER, counters, plans, steps
 from metalearn._types import Plan, epoch_micros
@@ -404,6 +405,19 @@ class HistoryStore:
         :mod:`metalearn.export` instead, whose text cells are neutralised.
         """
         return _interchange_csv.write_csv(self.iter_batches(), directory)
+
+    def export_parquet(self, directory: str | os.PathLike[str]) -> ParquetExport:
+        """Append the plans recorded since the last export to ``DIR/plans/`` and
+        ``DIR/steps/``, two Parquet datasets in the interchange columns (timestamps as UTC
+        timestamps), hive-partitioned by finish day (``finished_day=YYYY-MM-DD``).
+
+        The first call exports everything; each later one only the plans after the last
+        exported ``seq`` (kept in ``DIR/_metalearn_export.json`` with the store's
+        identity, so another store's directory is refused). Spark reads the directories
+        as they are (``spark.read.parquet("DIR/plans")``), DuckDB with
+        ``read_parquet('DIR/plans/**/*.parquet', hive_partitioning = true)``.
+        """
+        return write_parquet(directory, store_id=self.store_id, batches_after=self.iter_batches)
 
 
 def _allocate(conn: Connection, count: int) -> int:

@@ -6,6 +6,7 @@
 - ``metalearn import``: read trace exports or interchange CSVs into a store.
 - ``metalearn worker``: run the analysis jobs queued in a store, until SIGTERM or SIGINT.
 - ``metalearn status``: the analysis queue (pending, running, failed) and each agent's lag.
+- ``metalearn export``: a store's plans and steps as Parquet datasets (appending) or CSVs.
 
 Progress goes to stderr (a bar on a terminal), results to stdout. Exit status: 0 done;
 1 the work failed (unreadable or unreachable database, missing file, empty history: the
@@ -252,6 +253,25 @@ def _import(args: argparse.Namespace) -> int:
             print(_rejections_summary(report.rejections))
     except (MetalearnError, OSError) as err:
         print(f"metalearn import: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Write the store's history as Parquet datasets (incrementally) or interchange CSVs."""
+    try:
+        with HistoryStore(args.db) as store:
+            if args.parquet is not None:
+                done = store.export_parquet(args.parquet)
+                print(f"exported {done.plans:,} plans ({done.steps:,} steps) with seq "
+                      f"{done.after_seq + 1:,}..{done.last_seq:,} from {store!r} to "
+                      f"{done.plans_path} and {done.steps_path}"
+                      if done.plans else f"nothing new since seq {done.last_seq:,}")  # fmt: skip
+            else:
+                plans_path, steps_path = store.export_csv(args.csv)
+                print(f"exported {store!r} to {plans_path} and {steps_path}")
+    except (MetalearnError, OSError) as err:
+        print(f"metalearn export: {err}", file=sys.stderr)
         return 1
     return 0
 
@@ -528,6 +548,23 @@ def _report_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     report.set_defaults(run=_report)
 
 
+def _export_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    export = commands.add_parser(
+        "export",
+        help="write a store's plans and steps as Parquet datasets (appending) or CSVs",
+        description="Write the store's plans and steps in the interchange columns: as two "
+        "Parquet datasets DIR/plans/ and DIR/steps/, partitioned by finish day, appending "
+        "only the plans recorded since the last export into DIR; or as plans.csv and "
+        "steps.csv (which `metalearn import --format csv` reads back).",
+        epilog="example: metalearn export --db sqlite:///history.db --parquet lake/agents",
+    )
+    export.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
+    target = export.add_mutually_exclusive_group(required=True)
+    target.add_argument("--parquet", metavar="DIR", help="the Parquet export directory")
+    target.add_argument("--csv", metavar="DIR", help="write plans.csv and steps.csv here")
+    export.set_defaults(run=_export)
+
+
 def _import_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     trace_import = commands.add_parser(
         "import",
@@ -743,6 +780,7 @@ def _parser() -> argparse.ArgumentParser:
     _demo_parser(commands)
     _report_parser(commands)
     _import_parser(commands)
+    _export_parser(commands)
     _worker_parser(commands)
     _status_parser(commands)
     return parser
