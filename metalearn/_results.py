@@ -130,8 +130,11 @@ class Result(ABC):
         ``"tool"``, ``top=``), ``"trend"`` (:func:`~metalearn.plots.plot_success_trend`)
         or ``"failure_reasons"`` (:func:`~metalearn.plots.plot_failure_reasons`; ``top=``);
         a :class:`PatternReport` draws ``"patterns"``
-        (:func:`~metalearn.plots.plot_patterns`: ``top=``, ``fold=``). ``ax=`` draws on
-        existing axes instead of a new figure.
+        (:func:`~metalearn.plots.plot_patterns`: ``top=``, ``fold=``); a
+        :class:`HintTable` ``"hints"`` (:func:`~metalearn.plots.plot_hints`: ``prefix=``,
+        ``top=``); a :class:`ChangeReport` ``"change"``
+        (:func:`~metalearn.plots.plot_change`: ``group=``). ``ax=`` draws on existing axes
+        instead of a new figure.
         """
         from metalearn import _drawing  # here, so that importing metalearn loads no matplotlib
 

@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 
 from metalearn import ChangeReport, HistoryStore, InvalidArgumentError, MetaLearningService
 from metalearn._changes import min_segment
 from metalearn._results import CHANGE_COLUMNS, CHANGE_FILES
 from metalearn._stats import change_point_test
+from metalearn.plots import plot_change, save_plots
 from metalearn.synthetic import PlantedChange, make_history
 from tests.conftest import END
 
@@ -211,3 +213,19 @@ def test_groups_below_min_plans_and_empty_windows(changed: tuple[MetaLearningSer
     assert service.detect_changes_sync(min_plans=10_000).changes.empty
     report = service.detect_changes_sync(time_range_days=1, as_of=END - timedelta(days=90))
     assert report.changes.empty and list(report.changes.columns) == CHANGE_COLUMNS
+
+
+def test_the_change_plot_draws_the_rate_over_time_and_the_change(
+    changed: tuple[MetaLearningService, Any], tmp_path: Path
+) -> None:
+    report = changed[0].detect_changes_sync()
+    ax = report.plot(ax=Figure().subplots())
+    assert ax.get_title().startswith("Success rate of support-bot over time\n")
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[-1].startswith("change: 2026-") and "q=0.006" in legend[-1]
+    assert 40 <= len(ax.lines[0].get_xdata()) <= 60  # bins merged into about 60 points
+    flat = plot_change(report, "booking-agent", ax=Figure().subplots())
+    assert "not significant" in [t.get_text() for t in flat.get_legend().get_texts()][-1]
+    missing = plot_change(report, "nobody", ax=Figure().subplots())
+    assert "no agent_id 'nobody' with >= 200 plans" in missing.texts[0].get_text()
+    assert [p.name for p in save_plots(report, tmp_path)] == ["change_by_agent_id.png"]

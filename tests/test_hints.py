@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 from scipy import stats
 from sqlalchemy import text
 
@@ -26,6 +27,7 @@ from metalearn import (
 )
 from metalearn._results import HINT_COLUMNS, HINT_FILES, HINT_TABLE_COLUMNS
 from metalearn._snapshots import snapshot_rows
+from metalearn.plots import plot_hints, save_plots
 from metalearn.synthetic import make_history
 from tests.conftest import END, TAU_BENCH
 
@@ -368,3 +370,20 @@ def test_old_snapshots_are_pruned_with_their_hints(sqlite_store: HistoryStore) -
             "SELECT count(*) FROM metalearn_snapshot_hints WHERE snapshot_id NOT IN "
             "(SELECT snapshot_id FROM metalearn_snapshots)")).scalar()  # fmt: skip
     assert (sets, orphans) == (2, 0)
+
+
+def test_the_hints_plot_ranks_next_tools_by_their_lower_bound(
+    planted: MetaLearningService, tmp_path: Path
+) -> None:
+    table = planted.hint_table_sync(2, time_range_days=None, min_support=3)
+    ax = table.plot("hints", prefix=["plan"], ax=Figure().subplots())
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[-1] == "verify" and "(plan ended)" in labels and len(labels) == 5
+    assert ax.get_title().startswith("Next step after plan\n")
+    empty = plot_hints(table, ["nope"], ax=Figure().subplots())
+    assert "no next tool seen often enough" in empty.texts[0].get_text()
+    alone = planted.next_step_hints_sync([], time_range_days=None)
+    assert [t.get_text() for t in plot_hints(alone, ax=Figure().subplots()).get_yticklabels()] == [
+        "(plan ended)", "plan"
+    ]  # fmt: skip
+    assert [p.name for p in save_plots(table, tmp_path)] == ["first_step_hints.png"]
