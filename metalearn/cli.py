@@ -1,7 +1,8 @@
 """The ``metalearn`` command line (also ``python -m metalearn``). Uses only the public API.
 
 - ``metalearn demo``: build a synthetic history in the default store if it is empty, run
-  both analyses, write PNG plots and CSV tables to ``reports/`` and print a summary.
+  both analyses and change detection per agent, write PNG plots and CSV tables to
+  ``reports/`` and print a summary.
 - ``metalearn report --db URL``: the same report for any store.
 - ``metalearn import``: read trace exports or interchange CSVs into a store.
 - ``metalearn worker``: run the analysis jobs queued in a store, until SIGTERM or SIGINT.
@@ -33,6 +34,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from metalearn import (
     AnalysisWorker,
     BackgroundOptions,
+    ChangeReport,
     ExecutionAnalysis,
     HistoryStore,
     ImportReport,
@@ -96,7 +98,7 @@ def _build_demo(store: HistoryStore, n_plans: int, seed: int, progress: _Progres
 
 def _analyse(
     store: HistoryStore, args: argparse.Namespace, progress: _Progress
-) -> tuple[ExecutionAnalysis, PatternReport]:
+) -> tuple[ExecutionAnalysis, PatternReport, ChangeReport]:
     window = "the whole history" if args.days is None else f"the last {args.days:g} days"
     who = f"agent {args.agent!r}" if args.agent else "any agent"
     with MetaLearningService(store) as service:
@@ -108,7 +110,9 @@ def _analyse(
         report = service.extract_successful_patterns_sync(
             args.agent, time_range_days=args.days, min_support=args.min_support
         )
-    return analysis, report
+        progress.stage("looking for a change in each agent's success rate")
+        changes = service.detect_changes_sync("agent_id", time_range_days=args.days)
+    return analysis, report, changes
 
 
 def _no_plans(store: HistoryStore, who: str, window: str) -> str:
@@ -121,7 +125,9 @@ def _no_plans(store: HistoryStore, who: str, window: str) -> str:
 
 
 def _write(
-    results: Sequence[ExecutionAnalysis | PatternReport], out: Path, progress: _Progress
+    results: Sequence[ExecutionAnalysis | PatternReport | ChangeReport],
+    out: Path,
+    progress: _Progress,
 ) -> list[Path]:
     written: list[Path] = []
     for result in results:
@@ -174,6 +180,16 @@ def _summary(analysis: ExecutionAnalysis, report: PatternReport) -> str:
     ])  # fmt: skip
 
 
+def _change_lines(changes: ChangeReport, top: int = 3) -> list[str]:
+    options = changes.options
+    heading = (f"change points: {len(changes.significant)} of {len(changes.changes)} agents "
+               f"with >= {options.min_plans} plans changed (FDR {options.fdr:g})")  # fmt: skip
+    lines = [f"  {r['group']}: {_rate(r['rate_before'])} -> {_rate(r['rate_after'])} from "
+             f"{r['changed_at']:%Y-%m-%d %H:%M} UTC (q={r['q_value']:.1e})"
+             for r in changes.significant.head(top).to_dict("records")]  # fmt: skip
+    return [heading, *lines]
+
+
 def _planted_line(report: PatternReport) -> str:
     planted = planted_patterns()
     found = report.patterns[report.patterns["significant"]]
@@ -188,9 +204,9 @@ def _planted_line(report: PatternReport) -> str:
 
 
 def _report_to(store: HistoryStore, args: argparse.Namespace, progress: _Progress) -> str:
-    analysis, report = _analyse(store, args, progress)
-    written = _write([analysis, report], Path(args.out), progress)
-    lines = [_summary(analysis, report)]
+    analysis, report, changes = _analyse(store, args, progress)
+    written = _write([analysis, report, changes], Path(args.out), progress)
+    lines = [_summary(analysis, report), *_change_lines(changes)]
     if args.command == "demo":
         lines.append(_planted_line(report))
     pictures = sum(p.suffix == ".png" for p in written)
