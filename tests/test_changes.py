@@ -72,7 +72,7 @@ def test_the_naive_p_value_of_the_best_split_would_be_far_too_small() -> None:
         naive.append(2 * stats.norm.sf(best))
         ours.append(change_point_test(np.ones(300), outcomes, min_segment=10, rng=rng,
                                       permutations=199).p_value)  # fmt: skip
-    assert np.mean(np.array(naive) < 0.05) > 0.3  # what a per-split test would report
+    assert np.mean(np.array(naive) < 0.05) > 0.4  # what testing the best split alone reports
     assert np.mean(np.array(ours) < 0.05) <= 0.08
 
 
