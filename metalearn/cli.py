@@ -7,6 +7,7 @@
 - ``metalearn import``: read trace exports or interchange CSVs into a store.
 - ``metalearn worker``: run the analysis jobs queued in a store, until SIGTERM or SIGINT.
 - ``metalearn status``: the analysis queue (pending, running, failed) and each agent's lag.
+- ``metalearn hints``: which next tool, after a prefix of tools, goes with success.
 
 Progress goes to stderr (a bar on a terminal), results to stdout. Exit status: 0 done;
 1 the work failed (unreadable or unreachable database, missing file, empty history: the
@@ -245,6 +246,36 @@ def _report(args: argparse.Namespace) -> int:
     with HistoryStore(args.db) as store:
         print(_report_to(store, args, progress))
     return 0
+
+
+# -- hints -----------------------------------------------------------------------------
+
+
+def _hints(args: argparse.Namespace) -> int:
+    _require_database(args.db if args.db is not None else HistoryStore.default_url())
+    prefix = [] if not args.prefix.strip() else [t.strip() for t in args.prefix.split(",")]
+    with HistoryStore(args.db) as store, MetaLearningService(store) as service:
+        hints = service.next_step_hints_sync(
+            prefix, agent_id=args.agent, goal_type=args.goal_type, time_range_days=args.days,
+            min_support=args.min_support,
+        )  # fmt: skip
+    print(_hints_text(prefix, hints, args.min_support))
+    return 0
+
+
+def _hints_text(prefix: list[str], hints: pd.DataFrame, min_support: int) -> str:
+    after = " → ".join(prefix) if prefix else "the start (first step)"
+    if hints.empty:
+        return f"after {after}: no next tool seen in >= {min_support} plans"
+    lines = [f"after {after} (best 95% lower bound first; * significant):"]
+    width = max(len(str(t)) for t in hints["next_tool"].fillna("(plan ended)"))
+    for row in hints.to_dict("records"):
+        tool = "(plan ended)" if pd.isna(row["next_tool"]) else row["next_tool"]
+        flag = "*" if row["significant"] else " "
+        lines.append(f"  {flag} {tool:<{width}}  {_rate(row['success_rate']):>6} "
+                     f"[{_rate(row['ci_low'])}, {_rate(row['ci_high'])}] of {row['plans']:,} "
+                     f"plans  lift {row['lift']:.2f}  q={row['q_value']:.1e}")  # fmt: skip
+    return "\n".join(lines)
 
 
 # -- import ----------------------------------------------------------------------------
@@ -697,6 +728,30 @@ def _status_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     status.set_defaults(run=_status)
 
 
+def _hints_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    hints = commands.add_parser(
+        "hints",
+        help="which next tool, after the tools a plan ran so far, goes with success",
+        description="Among the plans whose steps begin with exactly the given tools, the "
+        "success rate of each next tool (95%% Wilson interval, lift, Fisher test, BH q-value), "
+        "best lower bound first.",
+        epilog="example: metalearn hints --db sqlite:///data/metalearn.db "
+        '--prefix "search_web,fetch_page" --agent support-bot',
+    )
+    hints.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
+    hints.add_argument("--prefix", default="", metavar="TOOLS",
+                       help="comma-separated tools from the first step (default: none, "
+                       "hints for the first step)")  # fmt: skip
+    hints.add_argument("--agent", default=None, metavar="ID", help="one agent (default: all)")
+    hints.add_argument("--goal-type", default=None, metavar="TYPE",
+                       help="one goal type (default: all)")  # fmt: skip
+    hints.add_argument("--days", type=_positive(float), default=None, metavar="N",
+                       help="plans of the last N days (default: the whole history)")  # fmt: skip
+    hints.add_argument("--min-support", type=_positive(int), default=10, metavar="N",
+                       help="next tools seen in at least N plans (default: 10)")  # fmt: skip
+    hints.set_defaults(run=_hints)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metalearn",
@@ -709,6 +764,7 @@ def _parser() -> argparse.ArgumentParser:
     _import_parser(commands)
     _worker_parser(commands)
     _status_parser(commands)
+    _hints_parser(commands)
     return parser
 
 

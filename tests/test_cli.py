@@ -186,3 +186,17 @@ def test_progress_bar_only_on_a_terminal() -> None:
     assert "] working\n" in pipe.getvalue() and "#" not in pipe.getvalue()
     bar = terminal.getvalue()
     assert "\r        [########" in bar and "1/4 plans" in bar and bar.endswith("4/4 plans\n")
+
+
+def test_hints_print_the_next_tools_after_a_prefix(
+    tau_store: HistoryStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["hints", "--db", tau_store.url, "--prefix", "respond, get_user_details"]
+    status, out, _ = run([*argv, "--min-support", "5"], capsys)
+    lines = out.splitlines()
+    assert status == 0 and lines[0].startswith("after respond → get_user_details (best 95%")
+    assert len(lines) > 2 and all(" plans  lift " in line for line in lines[1:])
+    status, out, _ = run(["hints", "--db", tau_store.url, "--prefix", "nope"], capsys)
+    assert (status, out.strip()) == (0, "after nope: no next tool seen in >= 10 plans")
+    status, _, err = run(["hints", "--db", tau_store.url, "--prefix", "respond,,x"], capsys)
+    assert status == 1 and "prefix[1] is ''" in err
