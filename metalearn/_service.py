@@ -360,9 +360,11 @@ class MetaLearningService:
         that call it). For every group with at least ``min_plans`` plans in the window
         (default: the whole history), the single split of its plans in finish order that
         best separates a success rate before from one after, with a p-value valid for "a
-        change anywhere" (a permutation test of the maximum over all splits, with
-        ``permutations`` reorderings, so p >= 1 / (permutations + 1)), q-values by
-        Benjamini-Hochberg across groups. Returns a :class:`ChangeReport`; its
+        change anywhere" (a permutation test of the maximum over all splits, with up to
+        ``permutations`` reorderings, so p >= 1 / (permutations + 1); a group stops early
+        once 20 reorderings were as extreme: see
+        :func:`~metalearn._stats.change_point_test`), q-values by Benjamini-Hochberg
+        across groups. Returns a :class:`ChangeReport`; its
         ``changes`` columns are by, group, changed_at, plans_before, plans_after,
         rate_before, rate_after, p_value, q_value, significant.
 

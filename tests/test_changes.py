@@ -51,11 +51,17 @@ def test_the_permutation_p_value_matches_exact_enumeration(bin_size: int) -> Non
     sizes = np.full(24 // bin_size, bin_size)
     edges = np.arange(bin_size, 24, bin_size)
     edges = edges[(edges >= 8) & (24 - edges >= 8)]  # what min_segment=8 allows
-    found = change_point_test(sizes, outcomes.reshape(-1, bin_size).sum(axis=1), min_segment=8,
-                              rng=np.random.default_rng(1), permutations=19_999)  # fmt: skip
+    counts = outcomes.reshape(-1, bin_size).sum(axis=1)
+    found = change_point_test(sizes, counts, min_segment=8, rng=np.random.default_rng(1),
+                              permutations=19_999, stop_after=None)  # fmt: skip
     exact = exact_p_value(outcomes, edges)
     assert 0.01 < exact < 0.5  # a case where the p-value is neither trivial nor 1
     assert abs(found.p_value - exact) < 0.012  # Monte Carlo error ~0.003 at 20,000
+    sequential = [  # stopping after 20 as extreme: unbiased for 1/p, so compare 1/p
+        change_point_test(sizes, counts, min_segment=8, rng=np.random.default_rng(seed)).p_value
+        for seed in range(40)
+    ]
+    assert abs(np.mean(1 / np.array(sequential)) * exact - 1) < 0.1
     scores = split_scores(outcomes[None, :].astype(float), edges)[0]
     assert found.split is not None and found.split * bin_size == edges[np.argmax(scores)]
 
