@@ -1,8 +1,10 @@
 """Change points: when did a group's success rate change, and is the change real?
 
-The engine orders each group's plans by finish time and cuts them into at most
-:data:`BINS` consecutive bins of (nearly) equal counts (one plan per bin for groups of
-up to :data:`BINS` plans), so only small tables reach Python. Each group is then tested
+The engine counts each group's plans in :data:`BINS` equal slices of its time span (first
+to last finish), with hash aggregates only (ordering millions of tool calls per group
+would cost seconds), so at most :data:`BINS` rows per group reach Python. The slices are
+consecutive runs of plans in finish order, which is all the test needs: a change can lie
+between any two non-empty slices. Each group is then tested
 by :func:`~metalearn._stats.change_point_test` (a permutation test of the maximum
 standardized split statistic, valid for "a change anywhere"), with a random generator
 seeded by the group's name: the same history always gives the same p-values, whatever
@@ -25,8 +27,8 @@ from metalearn._warehouse import Snapshot
 __all__ = ["BINS", "MIN_SEGMENT", "detect_changes", "min_segment"]
 
 BINS = 500
-"""At most this many bins per group: the resolution of a change point (1/500 of a group's
-plans) and what one permutation costs."""
+"""Time slices per group: the resolution of a change point (1/500 of the group's time
+span, under 3 hours over 60 days) and what one permutation costs."""
 MIN_SEGMENT = 10
 """A change leaves at least this many plans (and 2% of the group's) on each side."""
 _SEED = 20260315
@@ -94,7 +96,11 @@ def detect_changes(snapshot: Snapshot, window: Window, options: ChangeOptions) -
     """The :class:`ChangeReport` of the groups of ``options.by`` in ``window``."""
     params = {**window.params, "bins": BINS, "min_plans": options.min_plans}
     bins = snapshot.frame(window.sql(q.CHANGE_BINS[options.by]), params)
-    bins = bins.assign(group=bins["group"].astype("str"), first_at=_utc(bins["first_at"]),
+    group = bins["group"]
+    if options.by == "tool":  # counted by tool id: names are looked up once, here
+        names = snapshot.arrow(q.TOOLS).column("tool").to_numpy(zero_copy_only=False)
+        group = pd.Series(names[group.to_numpy(np.int64)], index=bins.index)
+    bins = bins.assign(group=group.astype("str"), first_at=_utc(bins["first_at"]),
                        last_at=_utc(bins["last_at"]))  # fmt: skip
     bins = bins.astype({"bin": "int64", "plans": "int64", "successes": "int64"})
     rows = [

@@ -416,31 +416,31 @@ HINT_STEPS = (
     + f"(SELECT seq FROM window_plans WHERE {_GOAL}))"
 )
 
-# Change detection: each group's plans in finish order, cut into at most $bins consecutive
-# bins of (nearly) equal counts; the engine ranks and counts, the driver gets <= $bins rows
-# per group. {members} is the (group, finished_at, seq, succeeded) rows of one grouping.
+# Change detection: each group's plans in finish order, counted in $bins equal slices of
+# the group's time span (first to last finish; a slice is `width` microseconds, integer
+# arithmetic that cannot overflow). Hash aggregates only: no window sort of millions of
+# rows; the driver gets at most $bins rows per group, in time order.
+# {members} is the (grp, us: finish time in epoch microseconds, succeeded) rows of one grouping.
 _CHANGE_BINS = """
 , members AS ({members}),
-ranked AS (
-    SELECT *, row_number() OVER (PARTITION BY grp ORDER BY finished_at, seq) - 1 AS position,
-           count(*) OVER (PARTITION BY grp) AS group_plans
-    FROM members
+spans AS (
+    SELECT grp, min(us) AS t0, (max(us) - min(us)) // $bins + 1 AS width
+    FROM members GROUP BY grp HAVING count(*) >= $min_plans
 )
-SELECT grp AS "group", group_plans,
-       position * least(group_plans, $bins) // group_plans AS bin,
+SELECT m.grp AS "group",
+       (m.us - s.t0) // s.width AS bin,
        count(*) AS plans,
-       count(*) FILTER (WHERE succeeded) AS successes,
-       min(finished_at) AS first_at,
-       max(finished_at) AS last_at
-FROM ranked WHERE group_plans >= $min_plans
+       count(*) FILTER (WHERE m.succeeded) AS successes,
+       make_timestamp(min(m.us)) AS first_at,
+       make_timestamp(max(m.us)) AS last_at
+FROM members AS m JOIN spans AS s USING (grp)
 GROUP BY ALL ORDER BY "group", bin
 """
+_US = "epoch_us(finished_at) AS us"
 _CHANGE_MEMBERS = {
-    "agent_id": "SELECT agent_id AS grp, finished_at, seq, succeeded FROM window_plans",
-    "goal_type": "SELECT coalesce(goal_type, '(none)') AS grp, finished_at, seq, succeeded "
-    "FROM window_plans",
-    "tool": "SELECT t.tool AS grp, s.finished_at, s.seq, s.succeeded FROM window_steps AS s "
-    "JOIN tools AS t USING (tool_id) WHERE s.first_in_plan",
+    "agent_id": f"SELECT agent_id AS grp, {_US}, succeeded FROM window_plans",
+    "goal_type": f"SELECT coalesce(goal_type, '(none)') AS grp, {_US}, succeeded FROM window_plans",
+    "tool": f"SELECT tool_id AS grp, {_US}, succeeded FROM window_steps WHERE first_in_plan",
 }
 CHANGE_BINS = {
     by: _WINDOW.rstrip() + _CHANGE_BINS.replace("{members}", members)

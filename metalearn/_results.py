@@ -472,8 +472,9 @@ class ChangeReport(Result):
     (permutation test of the maximum statistic over all splits: see
     :func:`~metalearn._stats.change_point_test`), q_value (Benjamini-Hochberg across the
     groups) and significant (q_value <= fdr); most significant first. ``bins`` holds each
-    group's plans in finish order as consecutive bins (group, bin, plans, successes,
-    first_at, last_at): what the change was found in, and what ``plot`` draws.
+    group's plans counted in consecutive slices of its time span (group, bin: the slice's
+    number, plans, successes, first_at and last_at: its first and last finish; empty
+    slices left out): what the change was found in, and what ``plot`` draws.
     """
 
     _PLOTS: ClassVar[tuple[str, ...]] = ("change",)
