@@ -54,7 +54,7 @@ class _FirstSteps:
         """
         plan, seqs = dense_codes(steps.column("seq").to_numpy().astype(np.int64))
         first = np.zeros(len(seqs), dtype=np.int64)
-        first[plan[::-1]] = np.arange(len(plan))[::-1]  # a step row of each plan
+        first[plan] = np.arange(len(plan))  # some step row of each plan: all carry its outcome
         tools = np.full((len(seqs), depth + 1), _ENDED, dtype=np.int64)
         offset = steps.column("step_index").to_numpy().astype(np.int64)
         tools[plan, offset] = steps.column("tool_id").to_numpy().astype(np.int64)
@@ -65,9 +65,6 @@ class _FirstSteps:
             keys = pc.index_in(steps.column("group_key"), pa.array(groups, pa.string()))
             group = keys.to_numpy(zero_copy_only=False).astype(np.int64)[first]
         return _with_stepless(cls(tools, succeeded, group, groups), totals, window)
-
-    def __len__(self) -> int:
-        return len(self.succeeded)
 
 
 def _with_stepless(steps: _FirstSteps, totals: pd.DataFrame, window: Window) -> _FirstSteps:

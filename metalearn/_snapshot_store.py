@@ -48,8 +48,9 @@ def save_snapshots(
         columns = [*_PATTERN_COLUMNS, "snapshot_id"]
         frame = rows[_PATTERN_COLUMNS].assign(snapshot_id=snapshot_id)
         insert_rows(conn, snapshot_patterns, columns, frame_rows(frame, columns))
-        if hints is not None and hints[index] is not None:
-            _save_hints(conn, snapshot_id, *hints[index])  # type: ignore[misc]
+        hint_item = None if hints is None else hints[index]
+        if hint_item is not None:
+            _save_hints(conn, snapshot_id, *hint_item)
         _prune_snapshots(conn, str(header["agent_id"]), keep_snapshots)
     return ids
 

@@ -127,7 +127,7 @@ def brute_force_split(finished: pd.Series, succeeded: pd.Series) -> dict[str, An
     only between the 500 equal slices of the group's time span (as the report counts them)."""
     order = np.argsort(finished.to_numpy(), kind="stable")
     outcomes = succeeded.to_numpy()[order].astype(float)
-    micros = ((finished.iloc[order] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "us"))
+    micros = (finished.iloc[order] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "us")
     micros = micros.to_numpy().astype(np.int64)
     slices = (micros - micros[0]) * 500 // (micros[-1] - micros[0] + 1)
     n = len(outcomes)
