@@ -274,6 +274,15 @@ class HintOptions:
                 )
         return tuple(prefix)
 
+    @staticmethod
+    def goal_type(goal_type: str | None) -> str | None:
+        """A goal type to filter on (``"(none)"``: plans without one), or None for all."""
+        if goal_type is not None and (not isinstance(goal_type, str) or not goal_type):
+            raise InvalidArgumentError(
+                f"goal_type must be a non-empty string or None (all goal types), not {goal_type!r}"
+            )
+        return goal_type
+
 
 CHANGE_GROUPS = ("agent_id", "goal_type", "tool")
 """What ``detect_changes`` can group plans by."""

@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 from metalearn._analysis import analyze, analyze_groups
 from metalearn._changes import detect_changes
 from metalearn._checks import positive_int
-from metalearn._errors import InvalidArgumentError
 from metalearn._hints import hint_tables, next_step_hints
 from metalearn._interrupt import Interrupt
 from metalearn._patterns import extract, extract_groups
@@ -81,14 +80,6 @@ def _as_store(db: Database) -> tuple[HistoryStore, bool]:
         "db must be a HistoryStore, a SQLAlchemy Engine or Session, or a database URL, "
         f"not {type(db).__name__}"
     )
-
-
-def _goal(goal_type: str | None) -> str | None:
-    if goal_type is not None and (not isinstance(goal_type, str) or not goal_type):
-        raise InvalidArgumentError(
-            f"goal_type must be a non-empty string or None (all goal types), not {goal_type!r}"
-        )
-    return goal_type
 
 
 class MetaLearningService:
@@ -294,11 +285,11 @@ class MetaLearningService:
         >>> store.close()
         """
         options = HintOptions.build(max_prefix=1, min_support=min_support, fdr=fdr)
-        tools = HintOptions.prefix(prefix)
+        tools, goal = HintOptions.prefix(prefix), HintOptions.goal_type(goal_type)
         window = Window.build(agent_id, time_range_days, as_of)
         self.warehouse.refresh()
         with self.warehouse.snapshot() as snapshot:
-            return next_step_hints(snapshot, window, tools, options, _goal(goal_type))
+            return next_step_hints(snapshot, window, tools, options, goal)
 
     def hint_table_sync(
         self,
@@ -329,10 +320,11 @@ class MetaLearningService:
         >>> store.close()
         """
         options = HintOptions.build(max_prefix=max_prefix, min_support=min_support, fdr=fdr)
+        goal = HintOptions.goal_type(goal_type)
         window = Window.build(agent_id, time_range_days, as_of)
         self.warehouse.refresh()
         with self.warehouse.snapshot() as snapshot:
-            return hint_tables(snapshot, window, options, _goal(goal_type))[None]
+            return hint_tables(snapshot, window, options, goal)[None]
 
     def latest_hints_sync(self, agent_id: str) -> HintTable | None:
         """The newest stored :class:`HintTable` of an agent (or None), in one query.
