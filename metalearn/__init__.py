@@ -17,7 +17,7 @@ from metalearn._errors import (
 from metalearn._execution import ExecutionService, FinalizeResult
 from metalearn._queries import BackgroundOptions
 from metalearn._queue import AnalysisQueue
-from metalearn._results import ExecutionAnalysis, PatternReport
+from metalearn._results import ChangeReport, ExecutionAnalysis, HintTable, PatternReport
 from metalearn._service import MetaLearningService
 from metalearn._store import HistoryStore, ImportReport, PlanBatch
 from metalearn._types import Plan, PlanStatus, Step, StepStatus
@@ -31,10 +31,12 @@ __all__ = [
     "AnalysisQueue",
     "AnalysisWorker",
     "BackgroundOptions",
+    "ChangeReport",
     "DuplicatePlanError",
     "ExecutionAnalysis",
     "ExecutionService",
     "FinalizeResult",
+    "HintTable",
     "HistoryStore",
     "ImportReport",
     "InvalidArgumentError",

@@ -25,16 +25,21 @@ from matplotlib.axes import Axes
 
 from metalearn._errors import InvalidArgumentError
 from metalearn._queue import METRIC_COLUMNS
+from metalearn._stats import wilson_interval
 
 if TYPE_CHECKING:
-    from metalearn._results import ExecutionAnalysis, PatternReport
+    from metalearn._results import ChangeReport, ExecutionAnalysis, HintTable, PatternReport
 
 __all__ = [
     "PLOTS",
     "Picture",
+    "change_picture",
     "failures_picture",
+    "hints_picture",
     "patterns_picture",
+    "plot_change",
     "plot_failure_reasons",
+    "plot_hints",
     "plot_patterns",
     "plot_queue_metrics",
     "plot_success_rates",
@@ -88,7 +93,8 @@ def _shorten(text: object, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _title(title: str, result: ExecutionAnalysis | PatternReport, first: str) -> str:
+def _title(title: str, result: ExecutionAnalysis | PatternReport | HintTable | ChangeReport,
+           first: str) -> str:  # fmt: skip
     """The title, then ``first · agent · window`` in lines short enough for narrow axes."""
     days = result.time_range_days
     span = "whole history" if days is None else f"last {days:g} days to {result.as_of:%Y-%m-%d}"
@@ -589,6 +595,152 @@ def plot_queue_metrics(metrics: pd.DataFrame, *, ax: Axes | None = None) -> Axes
     return _show(queue_picture(metrics), ax)
 
 
+# -- next-step hints -------------------------------------------------------------------
+
+_ENDED_LABEL = "(plan ended)"
+
+
+def _hint_rows(hints: HintTable | pd.DataFrame, prefix: tuple[str, ...]) -> pd.DataFrame:
+    if not isinstance(hints, pd.DataFrame):
+        rows: pd.DataFrame = hints.for_prefix(prefix)
+        return rows
+    _require(hints, ["next_tool", "plans", "success_rate", "ci_low", "ci_high", "lift"], "hints")
+    if "prefix" in hints.columns:  # a hint table's rows: keep the prefix asked for
+        return hints[hints["prefix"].map(lambda p: tuple(p) == prefix).astype(bool)]
+    return hints
+
+
+def hints_picture(hints: HintTable | pd.DataFrame, prefix: tuple[str, ...], top: int) -> Picture:
+    rows = _hint_rows(hints, prefix)
+    shown = rows.head(top).iloc[::-1].assign(next_tool=rows["next_tool"].fillna(_ENDED_LABEL))
+    usable = rows[(rows["lift"] > 0) & np.isfinite(rows["lift"])]
+    baseline = float((usable["success_rate"] / usable["lift"]).iloc[0]) if len(usable) else np.nan
+    after = " → ".join(prefix) if prefix else "the start (first step)"
+    title = f"Next step after {_shorten(after, 60)}"
+    if not isinstance(hints, pd.DataFrame):
+        title = _title(title, hints, f"next tools in >= {hints.options.min_support} plans")
+
+    def draw(ax: Axes) -> None:
+        ax.set_title(title)
+        if shown.empty:
+            _say_empty(ax, "no next tool seen often enough after this prefix")
+            return
+        _rate_bars(ax, shown, "next_tool", baseline)
+        ax.set_xlabel(ax.get_xlabel().replace("% of plans", "% of plans with the prefix")
+                      + "\nranked by the interval's lower end (best at the top); dashed: "
+                      "all plans with the prefix")  # fmt: skip
+
+    return draw, _bar_figsize(len(shown))
+
+
+def plot_hints(
+    hints: HintTable | pd.DataFrame,
+    prefix: tuple[str, ...] | list[str] = (),
+    *,
+    top: int = 15,
+    ax: Axes | None = None,
+) -> Axes:
+    """The success rate of each next tool after ``prefix``, with 95% Wilson intervals.
+
+    Horizontal bars, best lower bound at the top (the hints' ranking), ``n=`` the plans
+    with the prefix and that next tool, ``(plan ended)`` for plans that stopped there; the
+    dashed line is the rate of all plans with the prefix. ``hints`` is a
+    :class:`~metalearn.HintTable` (``prefix`` picks its rows; ``()`` is the first step)
+    or the frame of ``next_step_hints``.
+
+    >>> from matplotlib.figure import Figure
+    >>> frame = pd.DataFrame({"next_tool": ["verify", None], "plans": [40, 12],
+    ...                       "successes": [34, 3], "success_rate": [0.85, 0.25],
+    ...                       "ci_low": [0.71, 0.09], "ci_high": [0.93, 0.53],
+    ...                       "lift": [1.19, 0.35]})
+    >>> ax = plot_hints(frame, ["plan"], ax=Figure().subplots())
+    >>> [t.get_text() for t in ax.get_yticklabels()], ax.get_title()
+    (['(plan ended)', 'verify'], 'Next step after plan')
+    """
+    return _show(hints_picture(hints, tuple(prefix), top), ax)
+
+
+# -- change points ---------------------------------------------------------------------
+
+_CHANGE_POINTS = 60  # at most this many points on the line: bins are merged into them
+
+
+def _merged_bins(bins: pd.DataFrame) -> pd.DataFrame:
+    """A group's bins merged into at most ``_CHANGE_POINTS`` consecutive points."""
+    chunk = max(1, math.ceil(len(bins) / _CHANGE_POINTS))
+    merged = bins.groupby(np.arange(len(bins)) // chunk).agg(
+        plans=("plans", "sum"), successes=("successes", "sum"), first_at=("first_at", "min"),
+        last_at=("last_at", "max"))  # fmt: skip
+    low, high = wilson_interval(merged["successes"], merged["plans"])
+    middle = merged["first_at"] + (merged["last_at"] - merged["first_at"]) / 2
+    return merged.assign(rate=merged["successes"] / merged["plans"], low=low, high=high,
+                         at=middle)  # fmt: skip
+
+
+def change_picture(report: ChangeReport, group: str | None) -> Picture:
+    changes, bins = _held(report, "changes"), _held(report, "bins")
+    chosen = changes["group"].iloc[0] if group is None and len(changes) else group
+    found = changes[changes["group"] == chosen]
+    title = f"Success rate of {_shorten(chosen, 40)} over time" if chosen else "Change points"
+    if len(found):
+        plans = int(found["plans_before"].iloc[0] + found["plans_after"].iloc[0])
+        days = report.time_range_days
+        span = "whole history" if days is None else f"last {days:g} days to {report.as_of:%Y-%m-%d}"
+        title += f"\n{plans:,} plans of this {report.by} · {span}"
+    points = _merged_bins(bins[bins["group"] == chosen]) if len(found) else None
+
+    def draw(ax: Axes) -> None:
+        ax.set_title(title)
+        if points is None or points.empty:
+            _say_empty(ax, f"no {report.by} {chosen!r} with >= {report.options.min_plans} plans"
+                       if chosen else "no group has enough plans")  # fmt: skip
+            return
+        _change_lines(ax, points, found.iloc[0])
+
+    return draw, (10.0, 4.8)
+
+
+def _change_lines(ax: Axes, points: pd.DataFrame, row: pd.Series) -> None:
+    at = points["at"].to_numpy()
+    band = ax.fill_between(at, points["low"], points["high"], color=_BLUE, alpha=0.2,
+                           linewidth=0, label="95% Wilson interval")  # fmt: skip
+    (line,) = ax.plot(at, points["rate"], color=_BLUE, marker="o", markersize=3,
+                      label="success rate (consecutive plans)")  # fmt: skip
+    handles = [line, band]
+    if row["changed_at"] == row["changed_at"]:  # a split was tested
+        colour = _FAILURE if row["rate_after"] < row["rate_before"] else _SUCCESS
+        colour = colour if row["significant"] else _GREY
+        changed = row["changed_at"]
+        start, end = points["first_at"].min(), points["last_at"].max()
+        ax.hlines([row["rate_before"], row["rate_after"]], [start, changed], [changed, end],
+                  colors=colour, linewidth=2.5)  # fmt: skip
+        verdict = "change" if row["significant"] else "most likely change, not significant"
+        handles.append(ax.axvline(changed, color=colour, linestyle="--", linewidth=1.5,
+                                  label=f"{verdict}: {changed:%Y-%m-%d %H:%M} "
+                                  f"({row['rate_before']:.1%} → {row['rate_after']:.1%}, "
+                                  f"q={row['q_value']:.2g})"))  # fmt: skip
+    ax.set_ylim(0, 1)
+    _percent_axis(ax, "y")
+    ax.set_ylabel("success rate (% of plans)")
+    ax.set_xlabel("when the plans finished (UTC)")
+    locator = mdates.AutoDateLocator(maxticks=10)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+    ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.9)
+
+
+def plot_change(report: ChangeReport, group: str | None = None, *, ax: Axes | None = None) -> Axes:
+    """One group's success rate over time, with its most likely change point.
+
+    The line is the rate of consecutive plans in finish order (about 60 points, each with
+    its 95% Wilson band); the two flat segments are the rates before and after the change
+    and the dashed line its time, coloured when the change is significant (orange: a
+    drop, green: a rise), grey when not. ``group`` defaults to the most significant one.
+    ``report`` is a :class:`~metalearn.ChangeReport` (its ``bins`` are what is drawn).
+    """
+    return _show(change_picture(report, group), ax)
+
+
 def _require(frame: pd.DataFrame, columns: list[str], what: str) -> None:
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"expected a DataFrame ({what}), not {type(frame).__name__}")
@@ -613,5 +765,7 @@ PLOTS: dict[str, Callable[..., Axes]] = {
     "trend": plot_success_trend,
     "failure_reasons": plot_failure_reasons,
     "patterns": plot_patterns,
+    "hints": plot_hints,
+    "change": plot_change,
 }
 """The plot function of each ``kind`` a result's ``plot()`` draws."""

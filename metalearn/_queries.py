@@ -10,6 +10,7 @@ them: :class:`Window` (which plans) and :class:`PatternOptions` (which patterns)
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +18,15 @@ from typing import Any
 from metalearn._checks import positive_int
 from metalearn._errors import InvalidArgumentError
 
-__all__ = ["BackgroundOptions", "PatternOptions", "Window", "window_days"]
+__all__ = [
+    "CHANGE_GROUPS",
+    "BackgroundOptions",
+    "ChangeOptions",
+    "HintOptions",
+    "PatternOptions",
+    "Window",
+    "window_days",
+]
 
 
 def window_days(time_range_days: float | None) -> float | None:
@@ -224,6 +233,111 @@ class BackgroundOptions:
         ]  # fmt: skip
 
 
+def _check_fdr(fdr: object) -> float:
+    if isinstance(fdr, bool) or not isinstance(fdr, int | float) or not 0 < fdr <= 1:
+        raise InvalidArgumentError(f"fdr must be a number in (0, 1], not {fdr!r}")
+    return float(fdr)
+
+
+@dataclass(frozen=True)
+class HintOptions:
+    """How next-step hints are counted and judged.
+
+    Prefixes of up to ``max_prefix`` tools (a hint table; a single prefix's hints use its
+    length), next tools seen in at least ``min_support`` plans, significant at false
+    discovery rate ``fdr``.
+
+    >>> HintOptions.build(max_prefix=3, min_support=10, fdr=0.05)
+    HintOptions(max_prefix=3, min_support=10, fdr=0.05)
+    >>> HintOptions.build(max_prefix=0, min_support=10, fdr=0.05)
+    Traceback (most recent call last):
+    ...
+    metalearn._errors.InvalidArgumentError: max_prefix must be an integer >= 1 (tools), not 0
+    """
+
+    max_prefix: int
+    min_support: int
+    fdr: float
+
+    @classmethod
+    def build(cls, *, max_prefix: int, min_support: int, fdr: float) -> HintOptions:
+        """The options, checked: one clear error for the first value out of range."""
+        max_prefix = positive_int("max_prefix", max_prefix, what="tools")
+        min_support = positive_int("min_support", min_support, what="plans")
+        return cls(max_prefix, min_support, _check_fdr(fdr))
+
+    @staticmethod
+    def prefix(prefix: Sequence[str]) -> tuple[str, ...]:
+        """A prefix of tool names, checked: a list or tuple of non-empty strings.
+
+        >>> HintOptions.prefix(["search", "fetch"])
+        ('search', 'fetch')
+        >>> HintOptions.prefix(["search", ""])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        metalearn._errors.InvalidArgumentError: prefix[1] is '': a prefix is a list of ...
+        """
+        if isinstance(prefix, str | bytes) or not isinstance(prefix, Sequence):
+            raise InvalidArgumentError(
+                f"prefix must be a list of tool names (e.g. ['search', 'fetch']), or [] for "
+                f"the first step, not {prefix!r}"
+            )
+        for position, tool in enumerate(prefix):
+            if not isinstance(tool, str) or not tool:
+                raise InvalidArgumentError(
+                    f"prefix[{position}] is {tool!r}: a prefix is a list of non-empty tool "
+                    "names (e.g. ['search', 'fetch']), or [] for the first step"
+                )
+        return tuple(prefix)
+
+    @staticmethod
+    def goal_type(goal_type: str | None) -> str | None:
+        """A goal type to filter on (``"(none)"``: plans without one), or None for all."""
+        if goal_type is not None and (not isinstance(goal_type, str) or not goal_type):
+            raise InvalidArgumentError(
+                f"goal_type must be a non-empty string or None (all goal types), not {goal_type!r}"
+            )
+        return goal_type
+
+
+CHANGE_GROUPS = ("agent_id", "goal_type", "tool")
+"""What ``detect_changes`` can group plans by."""
+
+
+@dataclass(frozen=True)
+class ChangeOptions:
+    """Which groups change detection looks at, and how it judges them.
+
+    Groups of plans by ``by`` (one of :data:`CHANGE_GROUPS`; a tool's group is the plans
+    that call it) with at least ``min_plans`` plans, each tested with ``permutations``
+    random reorderings, significant at false discovery rate ``fdr`` across groups.
+
+    >>> ChangeOptions.build(by="goal_type", min_plans=200, fdr=0.05, permutations=999)
+    ChangeOptions(by='goal_type', min_plans=200, fdr=0.05, permutations=999)
+    >>> ChangeOptions.build(by="day", min_plans=2, fdr=0.05, permutations=9)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    metalearn._errors.InvalidArgumentError: by must be one of ['agent_id', 'goal_type', 'tool'], ...
+    """
+
+    by: str
+    min_plans: int
+    fdr: float
+    permutations: int
+
+    @classmethod
+    def build(cls, *, by: str, min_plans: int, fdr: float, permutations: int) -> ChangeOptions:
+        """The options, checked: one clear error for the first value out of range."""
+        if by not in CHANGE_GROUPS:
+            raise InvalidArgumentError(f"by must be one of {list(CHANGE_GROUPS)}, not {by!r}")
+        if not _whole(min_plans) or min_plans < 2:
+            raise InvalidArgumentError(
+                f"min_plans must be an integer >= 2 (plans in a group), not {min_plans!r}"
+            )
+        permutations = positive_int("permutations", permutations, what="random reorderings")
+        return cls(by, min_plans, _check_fdr(fdr), permutations)
+
+
 _WINDOW = """
 WITH window_plans AS (
     SELECT {group} AS group_key, * FROM plans
@@ -311,3 +425,50 @@ PATTERN_STEPS = (
 )
 
 TOOLS = "SELECT tool_id, tool FROM tools ORDER BY tool_id"
+
+# Next-step hints: the plans of the window (of one goal type, when $goal_type is given:
+# '(none)' for plans without one) and each plan's first steps, up to step index $depth.
+_GOAL = "($goal_type::VARCHAR IS NULL OR coalesce(goal_type, '(none)') = $goal_type::VARCHAR)"
+HINT_PLANS = (
+    _WINDOW
+    + "SELECT group_key, count(*) AS plans, count(*) FILTER (WHERE succeeded) AS successes "
+    + f"FROM window_plans WHERE {_GOAL} GROUP BY ALL"
+)
+HINT_STEPS = (
+    _WINDOW
+    + "SELECT group_key, seq, step_index, tool_id, succeeded FROM window_steps "
+    + "WHERE step_index <= $depth AND ($goal_type::VARCHAR IS NULL OR seq IN "
+    + f"(SELECT seq FROM window_plans WHERE {_GOAL}))"
+)
+
+# Change detection: each group's plans in finish order, counted in $bins equal slices of
+# the group's time span (first to last finish; a slice is `width` microseconds, integer
+# arithmetic that cannot overflow). Hash aggregates only: no window sort of millions of
+# rows; the driver gets at most $bins rows per group, in time order.
+# {members} is the (grp, us: finish time in epoch microseconds, succeeded) rows of one grouping.
+_CHANGE_BINS = """
+, members AS ({members}),
+spans AS (
+    SELECT grp, min(us) AS t0, (max(us) - min(us)) // $bins + 1 AS width
+    FROM members GROUP BY grp HAVING count(*) >= $min_plans
+)
+SELECT m.grp AS "group",
+       (m.us - s.t0) // s.width AS bin,
+       count(*) AS plans,
+       count(*) FILTER (WHERE m.succeeded) AS successes,
+       make_timestamp(min(m.us)) AS first_at,
+       make_timestamp(max(m.us)) AS last_at
+FROM members AS m JOIN spans AS s USING (grp)
+GROUP BY ALL ORDER BY "group", bin
+"""
+_US = "epoch_us(finished_at) AS us"
+_CHANGE_MEMBERS = {
+    "agent_id": f"SELECT agent_id AS grp, {_US}, succeeded FROM window_plans",
+    "goal_type": f"SELECT coalesce(goal_type, '(none)') AS grp, {_US}, succeeded FROM window_plans",
+    "tool": f"SELECT tool_id AS grp, {_US}, succeeded FROM window_steps WHERE first_in_plan",
+}
+CHANGE_BINS = {
+    by: _WINDOW.rstrip() + _CHANGE_BINS.replace("{members}", members)
+    for by, members in _CHANGE_MEMBERS.items()
+}
+"""The binning query of each ``by`` of :data:`CHANGE_GROUPS` (run through ``Window.sql``)."""

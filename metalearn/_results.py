@@ -29,23 +29,33 @@ import pandas as pd
 
 from metalearn._csv import stamp, write_tables
 from metalearn._errors import InvalidArgumentError
-from metalearn._queries import PatternOptions
+from metalearn._queries import ChangeOptions, HintOptions, PatternOptions
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 __all__ = [
     "ANALYSIS_FILES",
+    "CHANGE_BIN_COLUMNS",
+    "CHANGE_COLUMNS",
+    "CHANGE_FILES",
     "DAY_COLUMNS",
     "FAILURE_COLUMNS",
+    "HINT_COLUMNS",
+    "HINT_FILES",
+    "HINT_TABLE_COLUMNS",
     "PATTERN_COLUMNS",
     "PATTERN_FILES",
     "PLAN_COLUMNS",
     "RATE_COLUMNS",
+    "START_TEXT",
     "TOOL_COLUMNS",
+    "ChangeReport",
     "ExecutionAnalysis",
+    "HintTable",
     "PatternReport",
     "Result",
+    "prefix_text",
     "to_html",
 ]
 
@@ -120,8 +130,11 @@ class Result(ABC):
         ``"tool"``, ``top=``), ``"trend"`` (:func:`~metalearn.plots.plot_success_trend`)
         or ``"failure_reasons"`` (:func:`~metalearn.plots.plot_failure_reasons`; ``top=``);
         a :class:`PatternReport` draws ``"patterns"``
-        (:func:`~metalearn.plots.plot_patterns`: ``top=``, ``fold=``). ``ax=`` draws on
-        existing axes instead of a new figure.
+        (:func:`~metalearn.plots.plot_patterns`: ``top=``, ``fold=``); a
+        :class:`HintTable` ``"hints"`` (:func:`~metalearn.plots.plot_hints`: ``prefix=``,
+        ``top=``); a :class:`ChangeReport` ``"change"``
+        (:func:`~metalearn.plots.plot_change`: ``group=``). ``ax=`` draws on existing axes
+        instead of a new figure.
         """
         from metalearn import _drawing  # here, so that importing metalearn loads no matplotlib
 
@@ -348,3 +361,151 @@ def to_html(result: Result, *, max_rows: int = 10) -> str:
     head = f"<p><code>{html.escape(repr(result))}</code></p>"
     sections = result._html_sections()
     return head + "".join(_html_table(title, frame, max_rows) for title, frame in sections)
+
+
+# -- planner feedback: next-step hints and change points --------------------------------
+
+HINT_COLUMNS = [
+    "next_tool", "plans", "successes", "success_rate", "ci_low", "ci_high", "lift",
+    "p_value", "q_value", "significant", "low_n",
+]  # fmt: skip
+"""The columns of ``next_step_hints``, in order (see :class:`HintTable`)."""
+HINT_TABLE_COLUMNS = ["prefix", "prefix_text", *HINT_COLUMNS]
+"""The columns of :attr:`HintTable.hints`, in order."""
+HINT_FILES = ("hint_summary.csv", "hints.csv")
+"""The CSV files a HintTable writes, in this order."""
+START_TEXT = "(start)"
+"""The ``prefix_text`` of the empty prefix: hints for a plan's first step."""
+CHANGE_COLUMNS = [
+    "by", "group", "changed_at", "plans_before", "plans_after", "rate_before", "rate_after",
+    "p_value", "q_value", "significant",
+]  # fmt: skip
+"""The columns of :attr:`ChangeReport.changes`, in order."""
+CHANGE_BIN_COLUMNS = ["group", "bin", "plans", "successes", "first_at", "last_at"]
+"""The columns of :attr:`ChangeReport.bins`, in order."""
+CHANGE_FILES = ("changes.csv",)
+"""The CSV files a ChangeReport writes."""
+_HINT_SUMMARY = [*_WINDOW, "plans", "successes", "prefixes", "hints", "significant",
+                 "max_prefix", "min_support", "fdr"]  # fmt: skip
+
+
+def prefix_text(prefix: tuple[str, ...]) -> str:
+    """A prefix as text: its tools joined by ``" → "``, or :data:`START_TEXT` when empty."""
+    return " → ".join(prefix) if prefix else START_TEXT
+
+
+@dataclass(frozen=True, repr=False)
+class HintTable(Result):
+    """Which next tool gives the best chance of success, after every frequent prefix.
+
+    ``hints`` has one row per (prefix, next tool): prefix (tuple of the tools a plan ran
+    first, ``()`` for none yet), prefix_text (``" → "``-joined, ``"(start)"`` when empty),
+    next_tool (missing for the plans that ended right after the prefix), plans (with that
+    prefix and next tool), successes, success_rate, ci_low, ci_high (95% Wilson), lift
+    (success_rate / the rate of all plans with the prefix), p_value (two-sided Fisher exact
+    test: this next tool against the other continuations of the prefix), q_value
+    (Benjamini-Hochberg over the rows of the same prefix, so a prefix's rows are exactly
+    what ``next_step_hints`` gives for it), significant (q_value <= fdr) and low_n (fewer
+    than :data:`~metalearn._stats.LOW_N_PLANS` plans). Prefixes have up to ``max_prefix``
+    tools and at least ``min_support`` plans; rows at least ``min_support`` plans. Rows
+    come by prefix (shortest first), then best ``ci_low`` first, so a rare lucky tool does
+    not win. :meth:`for_prefix` reads one prefix's rows.
+    """
+
+    _PLOTS: ClassVar[tuple[str, ...]] = ("hints",)
+
+    hints: pd.DataFrame
+    n_plans: int
+    n_successes: int
+    agent_id: str | None
+    time_range_days: float | None
+    as_of: datetime
+    options: HintOptions
+    through_seq: int
+    computed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def prefixes(self) -> int:
+        """How many prefixes have rows."""
+        return int(self.hints["prefix_text"].nunique())
+
+    def for_prefix(self, prefix: tuple[str, ...] | list[str]) -> pd.DataFrame:
+        """The rows of one prefix (columns :data:`HINT_COLUMNS`), best ``ci_low`` first.
+
+        Empty when the prefix is not in the table (too rare, too long, or unknown tools).
+        """
+        wanted = HintOptions.prefix(prefix)
+        rows = self.hints[self.hints["prefix"].map(lambda p: p == wanted).astype(bool)]
+        return rows[HINT_COLUMNS].reset_index(drop=True)
+
+    def __repr__(self) -> str:
+        significant = int(self.hints["significant"].sum())
+        return (
+            f"<HintTable agent={self.agent_id or 'all'} window={self._window_text} "
+            f"plans={self.n_plans} prefixes={self.prefixes} hints={len(self.hints)} "
+            f"significant={significant} through_seq={self.through_seq}>"
+        )
+
+    def _csv_tables(self) -> dict[str, pd.DataFrame]:
+        summary = {
+            **self._window_row(),
+            "plans": self.n_plans, "successes": self.n_successes, "prefixes": self.prefixes,
+            "hints": len(self.hints), "significant": int(self.hints["significant"].sum()),
+            "max_prefix": self.options.max_prefix, "min_support": self.options.min_support,
+            "fdr": self.options.fdr,
+        }  # fmt: skip
+        rows = self.hints.drop(columns="prefix").rename(columns={"prefix_text": "prefix"})
+        return dict(zip(HINT_FILES, [pd.DataFrame([summary], columns=_HINT_SUMMARY), rows],
+                        strict=True))  # fmt: skip
+
+    def _html_sections(self) -> list[tuple[str, pd.DataFrame]]:
+        return [("next-step hints, by prefix (best ci_low first)", self.hints)]
+
+
+@dataclass(frozen=True, repr=False)
+class ChangeReport(Result):
+    """The most likely change in success rate of each group, tested for "a change anywhere".
+
+    ``changes`` has one row per group of ``by`` with at least ``min_plans`` plans: by,
+    group, changed_at (finish time of the first plan after the change; missing when no
+    split could be tested), plans_before, plans_after, rate_before, rate_after, p_value
+    (permutation test of the maximum statistic over all splits: see
+    :func:`~metalearn._stats.change_point_test`), q_value (Benjamini-Hochberg across the
+    groups) and significant (q_value <= fdr); most significant first. ``bins`` holds each
+    group's plans counted in consecutive slices of its time span (group, bin: the slice's
+    number, plans, successes, first_at and last_at: its first and last finish; empty
+    slices left out): what the change was found in, and what ``plot`` draws.
+    """
+
+    _PLOTS: ClassVar[tuple[str, ...]] = ("change",)
+
+    changes: pd.DataFrame
+    bins: pd.DataFrame
+    time_range_days: float | None
+    as_of: datetime
+    options: ChangeOptions
+    through_seq: int
+    agent_id: str | None = None
+    computed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def by(self) -> str:
+        """What the plans were grouped by."""
+        return self.options.by
+
+    @property
+    def significant(self) -> pd.DataFrame:
+        """The rows of the groups whose change is significant."""
+        return self.changes[self.changes["significant"]].reset_index(drop=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"<ChangeReport by={self.by} window={self._window_text} groups={len(self.changes)} "
+            f"significant={int(self.changes['significant'].sum())} through_seq={self.through_seq}>"
+        )
+
+    def _csv_tables(self) -> dict[str, pd.DataFrame]:
+        return {CHANGE_FILES[0]: self.changes}
+
+    def _html_sections(self) -> list[tuple[str, pd.DataFrame]]:
+        return [(f"change points by {self.by} (most significant first)", self.changes)]

@@ -40,6 +40,8 @@ __all__ = [
     "jobs",
     "metadata",
     "plans",
+    "snapshot_hint_sets",
+    "snapshot_hints",
     "snapshot_patterns",
     "snapshots",
     "steps",
@@ -141,6 +143,47 @@ snapshot_patterns = Table(
     Column("q_value", Float),
     Column("significant", Boolean, nullable=False),
     Column("direction", String(8), nullable=False),
+)
+
+# Next-step hints stored with a snapshot (in the same transaction): one hint set per
+# snapshot that has hints (its options), one row per (prefix, next tool). A snapshot
+# written before these tables existed has neither: it reads back as an empty hint table.
+snapshot_hint_sets = Table(
+    "metalearn_snapshot_hint_sets",
+    metadata,
+    Column(
+        "snapshot_id",
+        _Id,
+        ForeignKey("metalearn_snapshots.snapshot_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("max_prefix", Integer, nullable=False),
+    Column("min_support", Integer, nullable=False),
+    Column("fdr", Float, nullable=False),
+)
+
+snapshot_hints = Table(
+    "metalearn_snapshot_hints",
+    metadata,
+    Column(
+        "snapshot_id",
+        _Id,
+        ForeignKey("metalearn_snapshots.snapshot_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("rank", Integer, primary_key=True, autoincrement=False),
+    Column("prefix", Text, nullable=False),  # JSON list of tool names
+    Column("next_tool", Text),  # NULL: the plans that ended right after the prefix
+    Column("plans", Integer, nullable=False),
+    Column("successes", Integer, nullable=False),
+    Column("success_rate", Float),
+    Column("ci_low", Float),
+    Column("ci_high", Float),
+    Column("lift", Float),
+    Column("p_value", Float),
+    Column("q_value", Float),
+    Column("significant", Boolean, nullable=False),
+    Column("low_n", Boolean, nullable=False),
 )
 
 JOB_STATES = ("pending", "running", "failed", "done")

@@ -13,17 +13,26 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import pandas as pd
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from metalearn._analysis import analyze, analyze_groups
+from metalearn._changes import detect_changes
 from metalearn._checks import positive_int
+from metalearn._hints import hint_tables, next_step_hints
 from metalearn._interrupt import Interrupt
 from metalearn._patterns import extract, extract_groups
-from metalearn._queries import PatternOptions, Window
-from metalearn._results import ExecutionAnalysis, PatternReport
-from metalearn._snapshots import analysis_from_snapshot, report_from_snapshot, snapshot_rows
+from metalearn._queries import ChangeOptions, HintOptions, PatternOptions, Window
+from metalearn._results import ChangeReport, ExecutionAnalysis, HintTable, PatternReport
+from metalearn._snapshots import (
+    analysis_from_snapshot,
+    hint_rows,
+    hints_from_snapshot,
+    report_from_snapshot,
+    snapshot_rows,
+)
 from metalearn._store import HistoryStore
 from metalearn._warehouse import IfLocked, Warehouse
 
@@ -188,13 +197,16 @@ class MetaLearningService:
         fdr: float = 0.05,
         keep_snapshots: int = 20,
         interrupt: Interrupt | None = None,
+        max_prefix: int = 3,
     ) -> dict[str, int]:
         """Analyse several agents together and store one snapshot each.
 
         One warehouse refresh and one query per table for the whole batch; both analyses
         (window ending at ``as_of``, default now) for every agent, written with their
         pattern rows in one transaction (the newest ``keep_snapshots`` snapshots per agent
-        are kept). Returns each agent's snapshot id. This is what background analysis
+        are kept), and each agent's :class:`HintTable` (prefixes of up to ``max_prefix``
+        tools, the same ``min_support`` and ``fdr``) in the same transaction. Returns each
+        agent's snapshot id. This is what background analysis
         runs; ``interrupt`` lets the queue stop it.
         """
         agents = tuple(dict.fromkeys(agent_ids))
@@ -202,6 +214,7 @@ class MetaLearningService:
         options = PatternOptions.build(
             min_length=min_length, max_length=max_length, min_support=min_support, fdr=fdr
         )
+        hint_options = HintOptions.build(max_prefix=max_prefix, min_support=min_support, fdr=fdr)
         keep_snapshots = positive_int("keep_snapshots", keep_snapshots, what="snapshots per agent")
         started = time.perf_counter()
         self.warehouse.refresh(interrupt)
@@ -210,10 +223,14 @@ class MetaLearningService:
             analyses = analyze_groups(snapshot, window)
             control.check()
             reports = extract_groups(snapshot, window, options)
+            control.check()
+            hints = hint_tables(snapshot, window, hint_options)
         control.check()
         elapsed_ms = (time.perf_counter() - started) * 1000
         items = [snapshot_rows(analyses[a], reports[a], duration_ms=elapsed_ms) for a in agents]
-        saved = self.store.save_snapshots(items, keep_snapshots=keep_snapshots)
+        saved = self.store.save_snapshots(
+            items, keep_snapshots=keep_snapshots, hints=[hint_rows(hints[a]) for a in agents]
+        )
         return dict(zip(agents, saved, strict=True))
 
     def latest_patterns_sync(self, agent_id: str) -> PatternReport | None:
@@ -230,12 +247,149 @@ class MetaLearningService:
         found = self.store.latest_snapshot(agent_id)
         return None if found is None else analysis_from_snapshot(found[0])
 
+    # -- planner feedback: next-step hints and change points -----------------------------
+
+    def next_step_hints_sync(
+        self,
+        prefix: Sequence[str],
+        *,
+        agent_id: str | None = None,
+        goal_type: str | None = None,
+        time_range_days: float | None = 30,
+        as_of: datetime | None = None,
+        min_support: int = 10,
+        fdr: float = 0.05,
+    ) -> pd.DataFrame:
+        """Which next tool, after the tools a plan has run so far, goes with success.
+
+        ``prefix`` is the tools a plan ran, from its first step (``[]``: hints for the
+        first step). Among the window's plans (see :meth:`analyze_execution_patterns_sync`;
+        of one agent and one goal type when given, ``"(none)"`` for plans without one)
+        whose steps begin with exactly that prefix, one row per next tool seen in at least
+        ``min_support`` of them, plus a row with a missing ``next_tool`` for the plans that
+        ended right after the prefix (if at least ``min_support``). Columns: next_tool,
+        plans, successes, success_rate, ci_low, ci_high (95% Wilson), lift (against all
+        plans with the prefix), p_value (two-sided Fisher exact test: this next tool
+        against the other continuations), q_value (Benjamini-Hochberg over the rows),
+        significant (q_value <= fdr), low_n (fewer than 30 plans: see
+        :data:`~metalearn._stats.LOW_N_PLANS`). Ranked by ``ci_low``, best first, so a
+        rare lucky tool does not win. A tool never seen makes an empty frame, not an error.
+
+        >>> from metalearn.synthetic import make_history
+        >>> store = HistoryStore("sqlite://")
+        >>> _ = store.import_frames(*make_history(5_000, seed=3))
+        >>> with MetaLearningService(store) as service:
+        ...     hints = service.next_step_hints_sync([], time_range_days=None)
+        >>> hints[["next_tool", "plans", "successes"]].head(2).to_numpy().tolist()
+        [['ask_clarification', 183, 157], ['validate_input', 198, 168]]
+        >>> store.close()
+        """
+        options = HintOptions.build(max_prefix=1, min_support=min_support, fdr=fdr)
+        tools, goal = HintOptions.prefix(prefix), HintOptions.goal_type(goal_type)
+        window = Window.build(agent_id, time_range_days, as_of)
+        self.warehouse.refresh()
+        with self.warehouse.snapshot() as snapshot:
+            return next_step_hints(snapshot, window, tools, options, goal)
+
+    def hint_table_sync(
+        self,
+        max_prefix: int = 3,
+        *,
+        agent_id: str | None = None,
+        goal_type: str | None = None,
+        time_range_days: float | None = 30,
+        as_of: datetime | None = None,
+        min_support: int = 10,
+        fdr: float = 0.05,
+    ) -> HintTable:
+        """Next-step hints after every prefix of up to ``max_prefix`` tools, in one pass.
+
+        Every prefix (the empty one included) that at least ``min_support`` plans start
+        with, and its next-tool rows as :meth:`next_step_hints_sync` gives them, in a
+        :class:`HintTable` (``hints``; ``for_prefix(prefix)`` reads one prefix's rows).
+        Background analysis stores one per agent with its snapshot: see
+        :meth:`latest_hints_sync`.
+
+        >>> from metalearn.synthetic import make_history
+        >>> store = HistoryStore("sqlite://")
+        >>> _ = store.import_frames(*make_history(5_000, seed=3))
+        >>> with MetaLearningService(store) as service:
+        ...     table = service.hint_table_sync(time_range_days=None)
+        >>> table.for_prefix(["ask_clarification"])["next_tool"].tolist()
+        ['confirm_goal']
+        >>> store.close()
+        """
+        options = HintOptions.build(max_prefix=max_prefix, min_support=min_support, fdr=fdr)
+        goal = HintOptions.goal_type(goal_type)
+        window = Window.build(agent_id, time_range_days, as_of)
+        self.warehouse.refresh()
+        with self.warehouse.snapshot() as snapshot:
+            return hint_tables(snapshot, window, options, goal)[None]
+
+    def latest_hints_sync(self, agent_id: str) -> HintTable | None:
+        """The newest stored :class:`HintTable` of an agent (or None), in one query.
+
+        Written by background analysis with the agent's snapshot (prefixes of up to
+        ``max_prefix`` tools, the snapshot's ``min_support`` and ``fdr``). A snapshot
+        stored before hints existed gives an empty table. Readable from any process.
+        """
+        found = self.store.latest_hints(agent_id)
+        return None if found is None else hints_from_snapshot(*found)
+
+    def detect_changes_sync(
+        self,
+        by: str = "agent_id",
+        *,
+        time_range_days: float | None = None,
+        as_of: datetime | None = None,
+        min_plans: int = 200,
+        fdr: float = 0.05,
+        permutations: int = 999,
+    ) -> ChangeReport:
+        """The most likely change in success rate of every agent, goal type or tool.
+
+        ``by`` is ``"agent_id"``, ``"goal_type"`` or ``"tool"`` (a tool's group: the plans
+        that call it). For every group with at least ``min_plans`` plans in the window
+        (default: the whole history), the single split of its plans in finish order that
+        best separates a success rate before from one after, with a p-value valid for "a
+        change anywhere" (a permutation test of the maximum over all splits, with up to
+        ``permutations`` reorderings, so p >= 1 / (permutations + 1); a group stops early
+        once 20 reorderings were as extreme: see
+        :func:`~metalearn._stats.change_point_test`), q-values by Benjamini-Hochberg
+        across groups. Returns a :class:`ChangeReport`; its
+        ``changes`` columns are by, group, changed_at, plans_before, plans_after,
+        rate_before, rate_after, p_value, q_value, significant.
+
+        >>> from datetime import UTC, timedelta
+        >>> from metalearn.synthetic import PlantedChange, make_history
+        >>> end = datetime(2026, 3, 1, tzinfo=UTC)
+        >>> drop = PlantedChange("support-bot", end - timedelta(days=20), log_odds=-1.5)
+        >>> store = HistoryStore("sqlite://")
+        >>> _ = store.import_frames(*make_history(6_000, seed=2, end=end, change=drop))
+        >>> with MetaLearningService(store) as service:
+        ...     found = service.detect_changes_sync().significant
+        >>> found["group"].tolist(), f"{found['changed_at'].iloc[0]:%Y-%m-%d %H:%M}"  # truth: 9th
+        (['support-bot'], '2026-02-08 07:21')
+        >>> store.close()
+        """
+        options = ChangeOptions.build(
+            by=by, min_plans=min_plans, fdr=fdr, permutations=permutations
+        )
+        window = Window.build(None, time_range_days, as_of)
+        self.warehouse.refresh()
+        with self.warehouse.snapshot() as snapshot:
+            return detect_changes(snapshot, window, options)
+
     refresh = _async_twin(refresh_sync)
     analyze_execution_patterns = _async_twin(analyze_execution_patterns_sync)
     extract_successful_patterns = _async_twin(extract_successful_patterns_sync)
     snapshot_agents = _async_twin(snapshot_agents_sync)
     latest_patterns = _async_twin(latest_patterns_sync)
     latest_analysis = _async_twin(latest_analysis_sync)
+    next_step_hints = _async_twin(next_step_hints_sync)
+    hint_table = _async_twin(hint_table_sync)
+    latest_hints = _async_twin(latest_hints_sync)
+    detect_changes = _async_twin(detect_changes_sync)
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -14,11 +14,19 @@ import pandas as pd
 from sqlalchemy import Connection, delete, func, insert, select
 
 from metalearn._database import frame_rows, insert_rows
-from metalearn._schema import plans, snapshot_patterns, snapshots
+from metalearn._schema import (
+    plans,
+    snapshot_hint_sets,
+    snapshot_hints,
+    snapshot_patterns,
+    snapshots,
+)
 
-__all__ = ["agents_behind", "latest_snapshot", "save_snapshots"]
+__all__ = ["agents_behind", "latest_hints", "latest_snapshot", "save_snapshots"]
 
 _PATTERN_COLUMNS = [c.name for c in snapshot_patterns.c if c.name != "snapshot_id"]
+_HINT_COLUMNS = [c.name for c in snapshot_hints.c if c.name != "snapshot_id"]
+HintItem = tuple[Mapping[str, Any], pd.DataFrame]  # a hint set row and its hint rows
 
 
 def save_snapshots(
@@ -26,11 +34,13 @@ def save_snapshots(
     items: Sequence[tuple[Mapping[str, Any], pd.DataFrame]],
     *,
     keep_snapshots: int,
+    hints: Sequence[HintItem | None] | None = None,
 ) -> list[int]:
-    """Insert each (snapshot row, pattern rows) item; keep the newest ``keep_snapshots``
+    """Insert each (snapshot row, pattern rows) item, and its (hint set row, hint rows)
+    from ``hints`` (one per item, None for none); keep the newest ``keep_snapshots``
     snapshots of each agent. Returns the new snapshot ids."""
     ids = []
-    for header, rows in items:
+    for index, (header, rows) in enumerate(items):
         snapshot_id = conn.execute(
             insert(snapshots).values(**header).returning(snapshots.c.snapshot_id)
         ).scalar_one()
@@ -38,8 +48,20 @@ def save_snapshots(
         columns = [*_PATTERN_COLUMNS, "snapshot_id"]
         frame = rows[_PATTERN_COLUMNS].assign(snapshot_id=snapshot_id)
         insert_rows(conn, snapshot_patterns, columns, frame_rows(frame, columns))
+        hint_item = None if hints is None else hints[index]
+        if hint_item is not None:
+            _save_hints(conn, snapshot_id, *hint_item)
         _prune_snapshots(conn, str(header["agent_id"]), keep_snapshots)
     return ids
+
+
+def _save_hints(
+    conn: Connection, snapshot_id: int, hint_set: Mapping[str, Any], rows: pd.DataFrame
+) -> None:
+    conn.execute(insert(snapshot_hint_sets).values(snapshot_id=snapshot_id, **hint_set))
+    columns = [*_HINT_COLUMNS, "snapshot_id"]
+    frame = rows[_HINT_COLUMNS].assign(snapshot_id=snapshot_id)
+    insert_rows(conn, snapshot_hints, columns, frame_rows(frame, columns))
 
 
 def _prune_snapshots(conn: Connection, agent_id: str, keep_snapshots: int) -> None:
@@ -56,6 +78,8 @@ def _prune_snapshots(conn: Connection, agent_id: str, keep_snapshots: int) -> No
     old_ids = conn.execute(old).scalars().all()
     if old_ids:
         conn.execute(delete(snapshot_patterns).where(snapshot_patterns.c.snapshot_id.in_(old_ids)))
+        for table in (snapshot_hints, snapshot_hint_sets):
+            conn.execute(delete(table).where(table.c.snapshot_id.in_(old_ids)))
         conn.execute(delete(snapshots).where(snapshots.c.snapshot_id.in_(old_ids)))
 
 
@@ -80,6 +104,46 @@ def latest_snapshot(conn: Connection, agent_id: str) -> tuple[dict[str, Any], pd
     ).all()
     columns = [c.name for c in snapshot_patterns.c]
     return dict(header), pd.DataFrame([tuple(r) for r in rows], columns=columns)
+
+
+_HINT_HEADER = ("agent_id", "through_seq", "computed_at_us", "time_range_days", "as_of_us",
+                "plans", "successes", "min_support", "fdr")  # fmt: skip
+_HINT_SET = ("max_prefix", "min_support", "fdr")
+
+
+def latest_hints(conn: Connection, agent_id: str) -> tuple[dict[str, Any], pd.DataFrame] | None:
+    """The newest snapshot of an agent and its hint rows (by rank), in one query; or None.
+
+    The header holds the snapshot's window and counts, and its hint options as
+    ``hint_max_prefix``, ``hint_min_support`` and ``hint_fdr`` (None for a snapshot
+    stored without hints, which has no rows).
+    """
+    newest = (
+        select(func.max(snapshots.c.snapshot_id))
+        .where(snapshots.c.agent_id == agent_id)
+        .scalar_subquery()
+    )
+    columns = [
+        *[snapshots.c[name] for name in _HINT_HEADER],
+        *[snapshot_hint_sets.c[name].label(f"hint_{name}") for name in _HINT_SET],
+        *[snapshot_hints.c[name] for name in _HINT_COLUMNS],
+    ]
+    query = (
+        select(*columns)
+        .select_from(snapshots)
+        .outerjoin(snapshot_hint_sets, snapshot_hint_sets.c.snapshot_id == snapshots.c.snapshot_id)
+        .outerjoin(snapshot_hints, snapshot_hints.c.snapshot_id == snapshots.c.snapshot_id)
+        .where(snapshots.c.snapshot_id == newest)
+        .order_by(snapshot_hints.c.rank)
+    )
+    found = conn.execute(query).all()
+    if not found:
+        return None
+    width = len(_HINT_HEADER) + len(_HINT_SET)
+    names = [*_HINT_HEADER, *(f"hint_{name}" for name in _HINT_SET)]
+    header = dict(zip(names, found[0][:width], strict=True))
+    rows = [tuple(r[width:]) for r in found if r[width] is not None]  # rank is never NULL
+    return header, pd.DataFrame(rows, columns=_HINT_COLUMNS)
 
 
 def agents_behind(conn: Connection) -> dict[str, int]:

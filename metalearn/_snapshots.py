@@ -13,11 +13,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metalearn._queries import PatternOptions
-from metalearn._results import PATTERN_COLUMNS, ExecutionAnalysis, PatternReport
+from metalearn._queries import HintOptions, PatternOptions
+from metalearn._results import (
+    HINT_TABLE_COLUMNS,
+    PATTERN_COLUMNS,
+    ExecutionAnalysis,
+    HintTable,
+    PatternReport,
+    prefix_text,
+)
 from metalearn._types import epoch_micros, from_epoch_micros
 
-__all__ = ["analysis_from_snapshot", "report_from_snapshot", "snapshot_rows"]
+__all__ = [
+    "analysis_from_snapshot",
+    "hint_rows",
+    "hints_from_snapshot",
+    "report_from_snapshot",
+    "snapshot_rows",
+]
 
 _TABLES = ("overall", "by_agent", "by_goal_type", "by_tool", "by_day", "failure_reasons")
 _INTEGERS = {"plans", "successes", "calls", "errors", "count"}
@@ -115,6 +128,58 @@ def report_from_snapshot(header: dict[str, Any], rows: pd.DataFrame) -> PatternR
             max_length=int(header["max_length"]),
             min_support=int(header["min_support"]),
             fdr=float(header["fdr"]),
+        ),
+        through_seq=int(header["through_seq"]),
+        computed_at=from_epoch_micros(header["computed_at_us"]),
+    )
+
+
+_HINT_ROW_COLUMNS = [c for c in HINT_TABLE_COLUMNS if c != "prefix_text"]
+
+
+def hint_rows(table: HintTable) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The hint set row and hint rows of a :class:`HintTable`, ready for the store."""
+    options = table.options
+    hint_set = {"max_prefix": options.max_prefix, "min_support": options.min_support,
+                "fdr": options.fdr}  # fmt: skip
+    hints = table.hints
+    rows = hints[_HINT_ROW_COLUMNS].assign(
+        rank=np.arange(len(hints)),
+        prefix=[json.dumps(list(p)) for p in hints["prefix"]],
+        next_tool=hints["next_tool"].astype(object).where(hints["next_tool"].notna(), None),
+    )
+    return hint_set, rows
+
+
+def hints_from_snapshot(header: dict[str, Any], rows: pd.DataFrame) -> HintTable:
+    """The :class:`HintTable` of a snapshot (see ``HistoryStore.latest_hints``).
+
+    A snapshot stored without hints gives an empty table whose ``max_prefix`` is 0.
+    """
+    prefixes = [tuple(json.loads(text)) for text in rows["prefix"]]
+    frame = rows.assign(
+        prefix=pd.Series(prefixes, dtype=object, index=rows.index),
+        prefix_text=pd.Series([prefix_text(p) for p in prefixes], dtype="str", index=rows.index),
+        next_tool=rows["next_tool"].astype("str"),
+        significant=rows["significant"].astype(bool),
+        low_n=rows["low_n"].astype(bool),
+    )
+    for column in ("plans", "successes"):
+        frame[column] = frame[column].astype("int64")
+    for column in ("success_rate", "ci_low", "ci_high", "lift", "p_value", "q_value"):
+        frame[column] = frame[column].astype("float64")
+    stored = header["hint_max_prefix"] is not None
+    return HintTable(
+        hints=frame[HINT_TABLE_COLUMNS].reset_index(drop=True),
+        n_plans=int(header["plans"]),
+        n_successes=int(header["successes"]),
+        agent_id=header["agent_id"],
+        time_range_days=header["time_range_days"],
+        as_of=from_epoch_micros(header["as_of_us"]),
+        options=HintOptions(
+            max_prefix=int(header["hint_max_prefix"]) if stored else 0,
+            min_support=int(header["hint_min_support" if stored else "min_support"]),
+            fdr=float(header["hint_fdr" if stored else "fdr"]),
         ),
         through_seq=int(header["through_seq"]),
         computed_at=from_epoch_micros(header["computed_at_us"]),

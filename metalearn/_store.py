@@ -362,11 +362,15 @@ class HistoryStore:
         *,
         keep_snapshots: int = 20,
         keep: int | None = None,
+        hints: Sequence[tuple[Mapping[str, Any], pd.DataFrame] | None] | None = None,
     ) -> list[int]:
         """Write analysis snapshots with their pattern rows, each in a transaction of its own.
 
         Each item is a snapshot row (columns of ``metalearn_snapshots`` but the id) and a
         frame of pattern rows (columns of ``metalearn_snapshot_patterns`` but the id).
+        ``hints``, when given, holds one entry per item, written in the same transaction:
+        a hint set row (columns of ``metalearn_snapshot_hint_sets`` but the id) and a
+        frame of hint rows (of ``metalearn_snapshot_hints``), or None.
         Keeps the newest ``keep_snapshots`` snapshots per agent (``keep`` is its old name,
         still accepted). Returns the new snapshot ids. One snapshot per transaction keeps
         SQLite's write lock for a few milliseconds at a time (a batch of 16 in one took
@@ -376,16 +380,30 @@ class HistoryStore:
         if keep is not None:
             keep_snapshots = keep
         positive_int("keep_snapshots", keep_snapshots, what="snapshots per agent")
+        if hints is not None and len(hints) != len(items):
+            raise InvalidArgumentError(
+                f"hints must hold one entry (or None) per snapshot: {len(hints)} for "
+                f"{len(items)} snapshots"
+            )
         ids = []
-        for item in items:
+        for item, hint in zip(items, hints or [None] * len(items), strict=True):
             with self._database.begin() as conn:
-                ids += _snapshot_store.save_snapshots(conn, [item], keep_snapshots=keep_snapshots)
+                ids += _snapshot_store.save_snapshots(
+                    conn, [item], keep_snapshots=keep_snapshots, hints=[hint]
+                )
         return ids
 
     def latest_snapshot(self, agent_id: str) -> tuple[dict[str, Any], pd.DataFrame] | None:
         """The newest snapshot row of an agent and its pattern rows (by rank), or None."""
         with self._database.connect() as conn:
             return _snapshot_store.latest_snapshot(conn, agent_id)
+
+    def latest_hints(self, agent_id: str) -> tuple[dict[str, Any], pd.DataFrame] | None:
+        """The newest snapshot of an agent: its window and hint options, and its hint rows
+        (by rank), read in one query; None if the agent has no snapshot. A snapshot stored
+        without hints has hint options None and no rows."""
+        with self._database.connect() as conn:
+            return _snapshot_store.latest_hints(conn, agent_id)
 
     def agents_behind(self) -> dict[str, int]:
         """Agents with plans newer than their latest snapshot: agent -> their last seq.

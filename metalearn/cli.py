@@ -1,12 +1,14 @@
 """The ``metalearn`` command line (also ``python -m metalearn``). Uses only the public API.
 
 - ``metalearn demo``: build a synthetic history in the default store if it is empty, run
-  both analyses, write PNG plots and CSV tables to ``reports/`` and print a summary.
+  both analyses and change detection per agent, write PNG plots and CSV tables to
+  ``reports/`` and print a summary.
 - ``metalearn report --db URL``: the same report for any store.
 - ``metalearn import``: read trace exports or interchange CSVs into a store.
 - ``metalearn worker``: run the analysis jobs queued in a store, until SIGTERM or SIGINT.
 - ``metalearn status``: the analysis queue (pending, running, failed) and each agent's lag.
 - ``metalearn export``: a store's plans and steps as Parquet datasets (appending) or CSVs.
+- ``metalearn hints``: which next tool, after a prefix of tools, goes with success.
 
 Progress goes to stderr (a bar on a terminal), results to stdout. Exit status: 0 done;
 1 the work failed (unreadable or unreachable database, missing file, empty history: the
@@ -35,6 +37,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from metalearn import (
     AnalysisWorker,
     BackgroundOptions,
+    ChangeReport,
     ExecutionAnalysis,
     HistoryStore,
     ImportReport,
@@ -98,7 +101,7 @@ def _build_demo(store: HistoryStore, n_plans: int, seed: int, progress: _Progres
 
 def _analyse(
     store: HistoryStore, args: argparse.Namespace, progress: _Progress
-) -> tuple[ExecutionAnalysis, PatternReport]:
+) -> tuple[ExecutionAnalysis, PatternReport, ChangeReport]:
     window = "the whole history" if args.days is None else f"the last {args.days:g} days"
     who = f"agent {args.agent!r}" if args.agent else "any agent"
     with MetaLearningService(store) as service:
@@ -110,7 +113,9 @@ def _analyse(
         report = service.extract_successful_patterns_sync(
             args.agent, time_range_days=args.days, min_support=args.min_support
         )
-    return analysis, report
+        progress.stage("looking for a change in each agent's success rate")
+        changes = service.detect_changes_sync("agent_id", time_range_days=args.days)
+    return analysis, report, changes
 
 
 def _no_plans(store: HistoryStore, who: str, window: str) -> str:
@@ -123,7 +128,9 @@ def _no_plans(store: HistoryStore, who: str, window: str) -> str:
 
 
 def _write(
-    results: Sequence[ExecutionAnalysis | PatternReport], out: Path, progress: _Progress
+    results: Sequence[ExecutionAnalysis | PatternReport | ChangeReport],
+    out: Path,
+    progress: _Progress,
 ) -> list[Path]:
     written: list[Path] = []
     for result in results:
@@ -176,6 +183,16 @@ def _summary(analysis: ExecutionAnalysis, report: PatternReport) -> str:
     ])  # fmt: skip
 
 
+def _change_lines(changes: ChangeReport, top: int = 3) -> list[str]:
+    options = changes.options
+    heading = (f"change points: {len(changes.significant)} of {len(changes.changes)} agents "
+               f"with >= {options.min_plans} plans changed (FDR {options.fdr:g})")  # fmt: skip
+    lines = [f"  {r['group']}: {_rate(r['rate_before'])} -> {_rate(r['rate_after'])} from "
+             f"{r['changed_at']:%Y-%m-%d %H:%M} UTC (q={r['q_value']:.1e})"
+             for r in changes.significant.head(top).to_dict("records")]  # fmt: skip
+    return [heading, *lines]
+
+
 def _planted_line(report: PatternReport) -> str:
     planted = planted_patterns()
     found = report.patterns[report.patterns["significant"]]
@@ -190,9 +207,9 @@ def _planted_line(report: PatternReport) -> str:
 
 
 def _report_to(store: HistoryStore, args: argparse.Namespace, progress: _Progress) -> str:
-    analysis, report = _analyse(store, args, progress)
-    written = _write([analysis, report], Path(args.out), progress)
-    lines = [_summary(analysis, report)]
+    analysis, report, changes = _analyse(store, args, progress)
+    written = _write([analysis, report, changes], Path(args.out), progress)
+    lines = [_summary(analysis, report), *_change_lines(changes)]
     if args.command == "demo":
         lines.append(_planted_line(report))
     pictures = sum(p.suffix == ".png" for p in written)
@@ -231,6 +248,36 @@ def _report(args: argparse.Namespace) -> int:
     with HistoryStore(args.db) as store:
         print(_report_to(store, args, progress))
     return 0
+
+
+# -- hints -----------------------------------------------------------------------------
+
+
+def _hints(args: argparse.Namespace) -> int:
+    _require_database(args.db if args.db is not None else HistoryStore.default_url())
+    prefix = [] if not args.prefix.strip() else [t.strip() for t in args.prefix.split(",")]
+    with HistoryStore(args.db) as store, MetaLearningService(store) as service:
+        hints = service.next_step_hints_sync(
+            prefix, agent_id=args.agent, goal_type=args.goal_type, time_range_days=args.days,
+            min_support=args.min_support,
+        )  # fmt: skip
+    print(_hints_text(prefix, hints, args.min_support))
+    return 0
+
+
+def _hints_text(prefix: list[str], hints: pd.DataFrame, min_support: int) -> str:
+    after = " → ".join(prefix) if prefix else "the start (first step)"
+    if hints.empty:
+        return f"after {after}: no next tool seen in >= {min_support} plans"
+    lines = [f"after {after} (best 95% lower bound first; * significant):"]
+    width = max(len(str(t)) for t in hints["next_tool"].fillna("(plan ended)"))
+    for row in hints.to_dict("records"):
+        tool = "(plan ended)" if pd.isna(row["next_tool"]) else row["next_tool"]
+        flag = "*" if row["significant"] else " "
+        lines.append(f"  {flag} {tool:<{width}}  {_rate(row['success_rate']):>6} "
+                     f"[{_rate(row['ci_low'])}, {_rate(row['ci_high'])}] of {row['plans']:,} "
+                     f"plans  lift {row['lift']:.2f}  q={row['q_value']:.1e}")  # fmt: skip
+    return "\n".join(lines)
 
 
 # -- import ----------------------------------------------------------------------------
@@ -770,6 +817,30 @@ def _status_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     status.set_defaults(run=_status)
 
 
+def _hints_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    hints = commands.add_parser(
+        "hints",
+        help="which next tool, after the tools a plan ran so far, goes with success",
+        description="Among the plans whose steps begin with exactly the given tools, the "
+        "success rate of each next tool (95%% Wilson interval, lift, Fisher test, BH q-value), "
+        "best lower bound first.",
+        epilog="example: metalearn hints --db sqlite:///data/metalearn.db "
+        '--prefix "search_web,fetch_page" --agent support-bot',
+    )
+    hints.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
+    hints.add_argument("--prefix", default="", metavar="TOOLS",
+                       help="comma-separated tools from the first step (default: none, "
+                       "hints for the first step)")  # fmt: skip
+    hints.add_argument("--agent", default=None, metavar="ID", help="one agent (default: all)")
+    hints.add_argument("--goal-type", default=None, metavar="TYPE",
+                       help="one goal type (default: all)")  # fmt: skip
+    hints.add_argument("--days", type=_positive(float), default=None, metavar="N",
+                       help="plans of the last N days (default: the whole history)")  # fmt: skip
+    hints.add_argument("--min-support", type=_positive(int), default=10, metavar="N",
+                       help="next tools seen in at least N plans (default: 10)")  # fmt: skip
+    hints.set_defaults(run=_hints)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metalearn",
@@ -783,6 +854,7 @@ def _parser() -> argparse.ArgumentParser:
     _export_parser(commands)
     _worker_parser(commands)
     _status_parser(commands)
+    _hints_parser(commands)
     return parser
 
 

@@ -10,18 +10,24 @@ result                        files
                               ``success_by_day.csv``, ``failure_reasons.csv``
 ``PatternReport``             ``pattern_summary.csv``, ``patterns.csv``,
                               ``successful_patterns.csv``, ``failing_patterns.csv``
+``HintTable``                 ``hint_summary.csv``, ``hints.csv``
+``ChangeReport``              ``changes.csv``
 queue metrics (DataFrame)     ``queue_metrics.csv``
 ============================  ===========================================================
 
 Every file is UTF-8 (no byte-order mark) with a header row and CRLF line ends, as RFC 4180
 and spreadsheets expect (a cell holding a line break is quoted, so it cannot split a row). The
-columns are those of the result's tables (see :class:`~metalearn.ExecutionAnalysis` and
-:class:`~metalearn.PatternReport`) in the same order; ``overall.csv`` and
-``pattern_summary.csv`` add the window first (``agent_id`` — ``(all)`` for every agent —,
-``time_range_days`` — empty for the whole history —, ``as_of``, ``through_seq``).
+columns are those of the result's tables (see :class:`~metalearn.ExecutionAnalysis`,
+:class:`~metalearn.PatternReport`, :class:`~metalearn.HintTable` and
+:class:`~metalearn.ChangeReport`) in the same order; ``overall.csv``,
+``pattern_summary.csv`` and ``hint_summary.csv`` add the window first (``agent_id`` —
+``(all)`` for every agent —, ``time_range_days`` — empty for the whole history —,
+``as_of``, ``through_seq``).
 Timestamps are ISO-8601 in UTC (``2026-03-01T12:00:00.000000Z``), days ``2026-03-01``;
 missing values are empty cells. A pattern is written as its text form
-(``validate_input → dry_run → apply_change``), a job's agents joined by ``", "``.
+(``validate_input → dry_run → apply_change``), a hint's prefix too (``(start)`` for the
+first step; an empty ``next_tool`` is the plans that ended there), a job's agents joined
+by ``", "``.
 
 Tool names and error messages come from agents and are untrusted, so a text cell that
 starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'``:
@@ -58,10 +64,19 @@ import pandas as pd
 from metalearn._csv import neutralise_formulas, write_tables
 from metalearn._errors import InvalidArgumentError
 from metalearn._queue import METRIC_COLUMNS
-from metalearn._results import ANALYSIS_FILES, PATTERN_FILES, Result, to_html
+from metalearn._results import (
+    ANALYSIS_FILES,
+    CHANGE_FILES,
+    HINT_FILES,
+    PATTERN_FILES,
+    Result,
+    to_html,
+)
 
 __all__ = [
     "ANALYSIS_FILES",
+    "CHANGE_FILES",
+    "HINT_FILES",
     "PATTERN_FILES",
     "QUEUE_FILES",
     "export_csv",
@@ -91,9 +106,11 @@ def export_csv(result: Exportable, directory: str | os.PathLike[str]) -> list[Pa
     """Write the tables of ``result`` as CSV files into ``directory``; return their paths.
 
     ``result`` is an :class:`~metalearn.ExecutionAnalysis` (files
-    :data:`ANALYSIS_FILES`), a :class:`~metalearn.PatternReport` (:data:`PATTERN_FILES`)
-    or the DataFrame of ``AnalysisQueue.metrics()`` (:data:`QUEUE_FILES`). The
-    directory is created if missing and files of the same names are replaced. The file
+    :data:`ANALYSIS_FILES`), a :class:`~metalearn.PatternReport` (:data:`PATTERN_FILES`),
+    a :class:`~metalearn.HintTable` (:data:`HINT_FILES`), a
+    :class:`~metalearn.ChangeReport` (:data:`CHANGE_FILES`) or the DataFrame of
+    ``AnalysisQueue.metrics()`` (:data:`QUEUE_FILES`). The directory is created if
+    missing and files of the same names are replaced. The file
     names, columns and encoding rules are in the module docstring.
 
     >>> import tempfile

@@ -38,7 +38,9 @@ from matplotlib.figure import Figure
 
 from metalearn import _drawing
 from metalearn._drawing import (
+    plot_change,
     plot_failure_reasons,
+    plot_hints,
     plot_patterns,
     plot_queue_metrics,
     plot_success_rates,
@@ -46,11 +48,13 @@ from metalearn._drawing import (
     strongest_patterns,
 )
 from metalearn._queue import METRIC_COLUMNS
-from metalearn._results import ExecutionAnalysis, PatternReport
+from metalearn._results import ChangeReport, ExecutionAnalysis, HintTable, PatternReport
 
 __all__ = [
     "QUEUE_METRICS_COLUMNS",
+    "plot_change",
     "plot_failure_reasons",
+    "plot_hints",
     "plot_patterns",
     "plot_queue_metrics",
     "plot_success_rates",
@@ -66,9 +70,10 @@ The same list object as ``metalearn._queue.METRIC_COLUMNS``, the one definition.
 """
 
 
-def _pictures(
-    result: ExecutionAnalysis | PatternReport | pd.DataFrame,
-) -> dict[str, _drawing.Picture]:
+Plottable = ExecutionAnalysis | PatternReport | HintTable | ChangeReport | pd.DataFrame
+
+
+def _pictures(result: Plottable) -> dict[str, _drawing.Picture]:
     if isinstance(result, ExecutionAnalysis):
         return {
             "success_by_agent.png": _drawing.success_rates_picture(result, "agent", 20),
@@ -79,16 +84,21 @@ def _pictures(
         }
     if isinstance(result, PatternReport):
         return {"patterns.png": _drawing.patterns_picture(result, 15, True)}
+    if isinstance(result, HintTable):
+        return {"first_step_hints.png": _drawing.hints_picture(result, (), 15)}
+    if isinstance(result, ChangeReport):
+        return {f"change_by_{result.by}.png": _drawing.change_picture(result, None)}
     if isinstance(result, pd.DataFrame):
         return {"queue_metrics.png": _drawing.queue_picture(result)}
     raise TypeError(
-        "save_plots takes an ExecutionAnalysis, a PatternReport or the DataFrame of "
+        "save_plots takes an ExecutionAnalysis, a PatternReport, a HintTable, a ChangeReport "
+        "or the DataFrame of "
         f"AnalysisQueue.metrics(), not {type(result).__name__}"
     )
 
 
 def save_plots(
-    result: ExecutionAnalysis | PatternReport | pd.DataFrame,
+    result: Plottable,
     directory: str | os.PathLike[str],
     *,
     dpi: int = 150,
@@ -98,7 +108,9 @@ def save_plots(
     Files, by result: an :class:`~metalearn.ExecutionAnalysis` gives
     ``success_by_agent.png``, ``success_by_goal_type.png``, ``success_by_tool.png``,
     ``success_trend.png`` and ``failure_reasons.png``; a :class:`~metalearn.PatternReport`
-    ``patterns.png``; a queue-metrics DataFrame ``queue_metrics.png``. Existing files are
+    ``patterns.png``; a :class:`~metalearn.HintTable` ``first_step_hints.png``; a
+    :class:`~metalearn.ChangeReport` ``change_by_<by>.png`` (its most significant group);
+    a queue-metrics DataFrame ``queue_metrics.png``. Existing files are
     replaced. Figures are drawn without pyplot, so no window opens and none stays open.
 
     >>> import tempfile

@@ -12,6 +12,10 @@ real logs.
 So an analysis should find the planted success patterns with lift > 1, the planted
 failure patterns with lift < 1, and few significant patterns among the rest that share
 no tool with a planted pattern (:func:`is_planted_related`).
+
+A history can also carry a planted change (:class:`PlantedChange`): one agent's success
+log-odds shift by a known amount for the plans that finish after a given moment, as after
+a model or prompt update; change detection should find it there and nowhere else.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ __all__ = [
     "BACKGROUND_TOOLS",
     "PLANTED_PATTERNS",
     "PLANTED_TOOLS",
+    "PlantedChange",
     "PlantedPattern",
     "is_planted_related",
     "make_history",
@@ -44,6 +49,19 @@ class PlantedPattern:
     direction: Literal["success", "failure"]
     log_odds: float
     share: float
+
+
+@dataclass(frozen=True)
+class PlantedChange:
+    """One agent's success log-odds shift by ``log_odds`` for plans finishing after ``at``.
+
+    >>> PlantedChange("support-bot", datetime(2026, 2, 1, tzinfo=UTC), log_odds=-1.5).log_odds
+    -1.5
+    """
+
+    agent_id: str
+    at: datetime
+    log_odds: float
 
 
 PLANTED_PATTERNS: tuple[PlantedPattern, ...] = (
@@ -192,10 +210,11 @@ def _outcomes(
     goal: np.ndarray,
     choice: np.ndarray,
     skills: np.ndarray,
+    shift: np.ndarray,
 ) -> np.ndarray:
     difficulty = np.array([d for d, _ in _GOAL_TYPES.values()] + [0.0])
     effects = np.array([p.log_odds for p in PLANTED_PATTERNS] + [0.0])
-    log_odds = _BASE_LOG_ODDS + skills[agent] + difficulty[goal] + effects[choice]
+    log_odds = _BASE_LOG_ODDS + skills[agent] + difficulty[goal] + effects[choice] + shift
     succeeded: np.ndarray = rng.random(len(agent)) < 1 / (1 + np.exp(-log_odds))
     return succeeded
 
@@ -280,8 +299,9 @@ def make_history(
     seed: int = 0,
     end: datetime | None = None,
     days: float = 60.0,
+    change: PlantedChange | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Draw a realistic execution history with planted patterns.
+    """Draw a realistic execution history with planted patterns (and, optionally, a change).
 
     Deterministic for a given ``seed`` and ``end`` (the latest ``finished_at``; default:
     today's midnight UTC, so the history is always recent). Plans finish uniformly over
@@ -296,6 +316,10 @@ def make_history(
       duration_ms (missing for skipped steps and ~1% of others), error
 
     The planted ground truth is :data:`PLANTED_PATTERNS` (see the module docstring).
+    With ``change``, the plans of ``change.agent_id`` that finish after ``change.at``
+    succeed with log-odds shifted by ``change.log_odds`` (finish times are then drawn
+    first, from their own generator, so the rest of the history differs from the one
+    drawn without a change).
 
     >>> plans, steps = make_history(1_000, seed=7, end=datetime(2026, 1, 1, tzinfo=UTC))
     >>> sizes = steps.groupby("plan_id").size()
@@ -322,10 +346,34 @@ def make_history(
     goal = rng.choice(len(goal_shares), size=n_plans, p=goal_shares)
     background, lengths = _background(rng, n_plans)
     tools, choice = _insert(rng, background, lengths)
-    succeeded = _outcomes(rng, agent, goal, choice, skills)
+    finished, shift = None, np.zeros(n_plans)
+    if change is not None:
+        finished = _finish_times(np.random.default_rng([seed, 1]), n_plans, end, days)
+        shift = _change_shift(change, agent_names, agent, finished)
+    succeeded = _outcomes(rng, agent, goal, choice, skills, shift)
     steps, step_counts = _step_frame(rng, tools, succeeded)
-    plans = _plan_frame(rng, agent, agent_names, goal, succeeded, steps, step_counts, end, days)
+    plans = _plan_frame(rng, agent, agent_names, goal, succeeded, steps, step_counts, end, days,
+                        finished)  # fmt: skip
     return _with_ids(plans, steps, seed)
+
+
+def _finish_times(rng: np.random.Generator, n: int, end: datetime, days: float) -> np.ndarray:
+    # Plans are drawn independently, so sorted finish times keep them in record order.
+    finished = np.sort(epoch_micros(end) - (rng.random(n) * days * 86_400e6).astype("int64"))
+    whole_ms: np.ndarray = finished - finished % 1000
+    return whole_ms
+
+
+def _change_shift(
+    change: PlantedChange, agent_names: list[str], agent: np.ndarray, finished: np.ndarray
+) -> np.ndarray:
+    if change.agent_id not in agent_names:
+        raise ValueError(f"change.agent_id must be one of {agent_names}, not {change.agent_id!r}")
+    if change.at.tzinfo is None:
+        raise ValueError("change.at must be timezone-aware, e.g. datetime(2026, 1, 1, tzinfo=UTC)")
+    after = (agent == agent_names.index(change.agent_id)) & (finished > epoch_micros(change.at))
+    shift: np.ndarray = np.where(after, change.log_odds, 0.0)
+    return shift
 
 
 def _plan_frame(
@@ -338,16 +386,15 @@ def _plan_frame(
     step_counts: np.ndarray,
     end: datetime,
     days: float,
+    finished: np.ndarray | None = None,
 ) -> pd.DataFrame:
     n = len(agent)
     goal_names = np.array(list(_GOAL_TYPES), dtype=object)[goal]
     goal_names[rng.random(n) < 0.02] = None
     busy_ms = steps.groupby("plan")["duration_ms"].sum().to_numpy()
     overhead_ms = rng.uniform(200, 3000, size=n) * step_counts
-    end_us = epoch_micros(end)
-    # Plans are drawn independently, so sorted finish times keep them in record order.
-    finished = np.sort(end_us - (rng.random(n) * days * 86_400e6).astype("int64"))
-    finished -= finished % 1000  # whole milliseconds
+    if finished is None:
+        finished = _finish_times(rng, n, end, days)
     started = finished - np.round(busy_ms + overhead_ms).astype("int64") * 1000
     reward = np.where(succeeded, rng.uniform(0.6, 1.0, n), rng.uniform(0.0, 0.4, n))
     return pd.DataFrame(

@@ -14,12 +14,12 @@ import pytest
 
 from metalearn import HistoryStore
 from metalearn.cli import _Progress, main
-from metalearn.export import ANALYSIS_FILES, PATTERN_FILES
+from metalearn.export import ANALYSIS_FILES, CHANGE_FILES, PATTERN_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 PNGS = [
     "success_by_agent.png", "success_by_goal_type.png", "success_by_tool.png",
-    "success_trend.png", "failure_reasons.png", "patterns.png",
+    "success_trend.png", "failure_reasons.png", "patterns.png", "change_by_agent_id.png",
 ]  # fmt: skip
 
 
@@ -38,7 +38,7 @@ def test_demo_builds_the_default_store_and_writes_the_report(
     assert status == 0, err
     assert (tmp_path / "data" / "metalearn.db").exists()
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == sorted(
-        [*PNGS, *ANALYSIS_FILES, *PATTERN_FILES]
+        [*PNGS, *ANALYSIS_FILES, *PATTERN_FILES, *CHANGE_FILES]
     )
     lines = out.splitlines()
     assert lines[0].startswith("built a demo history: 3,000 plans")
@@ -49,7 +49,8 @@ def test_demo_builds_the_default_store_and_writes_the_report(
     assert "validate_input → dry_run → apply_change" in out
     assert "retry → retry → retry" in out
     assert "planted patterns found significant in their direction" in out
-    assert lines[-1].startswith("wrote 6 PNG plots and 10 CSV tables to reports/")
+    assert "change points: 0 of 6 agents with >= 200 plans changed (FDR 0.05)" in out
+    assert lines[-1].startswith("wrote 7 PNG plots and 11 CSV tables to reports/")
     assert "recording it in sqlite:///data/metalearn.db" in err  # progress goes to stderr
     assert "[" not in out.split("\n")[0]
 
@@ -185,3 +186,17 @@ def test_progress_bar_only_on_a_terminal() -> None:
     assert "] working\n" in pipe.getvalue() and "#" not in pipe.getvalue()
     bar = terminal.getvalue()
     assert "\r        [########" in bar and "1/4 plans" in bar and bar.endswith("4/4 plans\n")
+
+
+def test_hints_print_the_next_tools_after_a_prefix(
+    tau_store: HistoryStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["hints", "--db", tau_store.url, "--prefix", "respond, get_user_details"]
+    status, out, _ = run([*argv, "--min-support", "5"], capsys)
+    lines = out.splitlines()
+    assert status == 0 and lines[0].startswith("after respond → get_user_details (best 95%")
+    assert len(lines) > 2 and all(" plans  lift " in line for line in lines[1:])
+    status, out, _ = run(["hints", "--db", tau_store.url, "--prefix", "nope"], capsys)
+    assert (status, out.strip()) == (0, "after nope: no next tool seen in >= 10 plans")
+    status, _, err = run(["hints", "--db", tau_store.url, "--prefix", "respond,,x"], capsys)
+    assert status == 1 and "prefix[1] is ''" in err
