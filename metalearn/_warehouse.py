@@ -292,6 +292,12 @@ class Warehouse:
         """The DuckDB file this warehouse mirrors into (None: in memory)."""
         return self._path
 
+    def limit_threads(self, threads: int) -> None:
+        """Let DuckDB use at most ``threads`` threads (default: one per core): what a
+        background worker sets so that the apps on its machine keep a core."""
+        threads = positive_int("threads", threads, what="DuckDB threads")
+        self._connection.execute(f"SET threads = {threads}")
+
     def _check_store(self) -> None:
         """Empty a mirror of another store (or of this one before a reset), and record
         which store this file mirrors.

@@ -182,6 +182,8 @@ class AnalysisWorker:
     (renewed while the batch runs); an agent is analysed again only ``min_interval_s``
     after its last run ended, so that the plans of a busy agent coalesce and the store
     sees a bounded rate of snapshot writes (a plan waits at most about that long more).
+    The warehouse it makes uses at most ``threads`` DuckDB threads (default 1, so that the
+    apps on the machine keep a core; None: one per core).
     An analysis that raises is retried with backoff
     (``retry_backoff_s`` x 2^(attempt-1)) up to ``max_attempts`` claims, then failed with
     its error; ``options`` (:class:`BackgroundOptions`) are the analysis options
@@ -217,6 +219,7 @@ class AnalysisWorker:
         concurrency: int = 1,
         lease_seconds: float = 30.0,
         min_interval_s: float = 2.0,
+        threads: int | None = 1,
         warehouse_path: str | Path | None = None,
         options: BackgroundOptions | None = None,
         poll_s: float = 0.5,
@@ -237,8 +240,12 @@ class AnalysisWorker:
                 f"options must be BackgroundOptions (or None), not {type(options).__name__}"
             )
         self.options = options
+        if threads is not None:
+            positive_int("threads", threads, what="DuckDB threads")
         self.service, self._owned_store = _service_for(db, warehouse_path)
         self._owned_service = self.service is not db
+        if threads is not None and self._owned_service:
+            self.service.warehouse.limit_threads(threads)
         self.store = self.service.store
         # The store's own Database: this process's SQLite writers (renewals, completions,
         # snapshots) then queue on one lock, and an in-memory store stays serialised.

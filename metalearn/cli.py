@@ -367,6 +367,7 @@ def _worker(args: argparse.Namespace) -> int:
         worker = AnalysisWorker(
             args.db, batch_size=args.batch_size, concurrency=args.concurrency,
             lease_seconds=args.lease_seconds, min_interval_s=args.min_interval,
+            threads=args.threads or None,
             warehouse_path=args.warehouse,
             options=_background_options(args), poll_s=args.poll, max_attempts=args.max_attempts,
             retry_backoff_s=args.retry_backoff, stop_timeout_s=args.grace,
@@ -695,6 +696,14 @@ def _worker_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="S",
         help="a claim's lease, renewed every S/3 while its batch runs; a dead "
         "worker's jobs are claimed again S after its last renewal (default: 30)",
+    )
+    worker.add_argument(
+        "--threads",
+        type=_non_negative(int),
+        default=1,
+        metavar="N",
+        help="DuckDB threads of the analyses (default: 1, leaving the other cores to the "
+        "apps on this machine; 0: one per core)",
     )
     worker.add_argument(
         "--min-interval",

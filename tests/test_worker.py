@@ -577,3 +577,21 @@ def test_a_worker_of_its_own_sqlite_store_gives_way_after_each_write(tmp_path: P
     with pytest.raises(InvalidArgumentError, match="only a SQLite file store"):
         memory.database.write_in_background(0.03)
     memory.close()
+
+
+def test_a_worker_leaves_the_other_cores_to_the_apps(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+
+    def threads(worker: AnalysisWorker) -> int:
+        cursor = worker.service.warehouse._connection.cursor()
+        try:
+            return int(cursor.execute("SELECT current_setting('threads')").fetchall()[0][0])
+        finally:
+            cursor.close()
+
+    with AnalysisWorker(url, warehouse_path=MEMORY) as worker:
+        assert threads(worker) == 1
+    with AnalysisWorker(url, warehouse_path=MEMORY, threads=None) as worker:
+        assert threads(worker) == os.cpu_count()
+    with pytest.raises(InvalidArgumentError, match="threads must be an integer >= 1"):
+        AnalysisWorker(url, threads=0)
