@@ -24,7 +24,15 @@ from metalearn._analysis import with_rates
 from metalearn._arrays import dense_codes, first_occurrences
 from metalearn._queries import PatternOptions, Window
 from metalearn._results import PATTERN_COLUMNS, PatternReport
-from metalearn._stats import benjamini_hochberg, fisher_exact_two_sided
+from metalearn._findings import Presence, explained_by
+from metalearn._stats import (
+    StratifiedTests,
+    benjamini_hochberg,
+    bh_threshold,
+    fisher_exact_two_sided,
+    plans_needed,
+    stratified_tests,
+)
 from metalearn._warehouse import Snapshot
 
 __all__ = ["count_patterns", "extract", "extract_groups"]
@@ -34,24 +42,37 @@ Ints = NDArray[np.int64]
 
 @dataclass(frozen=True)
 class _Counts:
-    """Supports of the frequent patterns of one length."""
+    """Supports of the frequent patterns of one length, in total and per stratum."""
 
     tools: Ints  # (patterns, length) tool ids
     plans: Ints
     successes: Ints
+    strata_plans: Ints  # (patterns, strata)
+    strata_successes: Ints
+    pair_row: NDArray[np.int32]  # each (pattern, plan) pair: the pattern's row in `tools`
+    pair_plan: NDArray[np.int32]  # ... and the plan
 
 
 def _distinct_plan_counts(
-    gram: Ints, first: NDArray[np.bool_], in_success: NDArray[np.bool_], n_grams: int
+    gram: Ints,
+    first: NDArray[np.bool_],
+    in_success: NDArray[np.bool_],
+    stratum: Ints,
+    n_grams: int,
+    n_strata: int,
 ) -> tuple[Ints, Ints]:
-    """Per n-gram id: plans containing it at least once, and how many of those succeeded.
+    """Per n-gram id and stratum: plans containing it at least once, and how many succeeded.
 
     Counts only each n-gram's first occurrence in its plan (no hashing of pairs);
-    ``in_success`` flags the n-grams (by start step) of plans that succeeded.
+    ``in_success`` flags the n-grams (by start step) of plans that succeeded and
+    ``stratum`` gives their plan's stratum. Returns two (n_grams, n_strata) matrices.
     """
-    support = np.bincount(gram[first], minlength=n_grams)
-    successes = np.bincount(gram[first & in_success], minlength=n_grams)
-    return support.astype(np.int64, copy=False), successes.astype(np.int64, copy=False)
+    code = gram[first] * n_strata + stratum[first] if n_strata > 1 else gram[first]
+    size = n_grams * n_strata
+    support = np.bincount(code, minlength=size)
+    successes = np.bincount(code[in_success[first]], minlength=size)
+    return (support.astype(np.int64, copy=False).reshape(n_grams, n_strata),
+            successes.astype(np.int64, copy=False).reshape(n_grams, n_strata))  # fmt: skip
 
 
 def count_patterns(
@@ -65,18 +86,22 @@ def count_patterns(
     max_length: int,
     min_support: int,
     first_call: NDArray[np.bool_] | None = None,
+    stratum: Ints | None = None,
+    n_strata: int = 1,
 ) -> list[_Counts]:
     """Frequent contiguous n-grams of tool ids, lengths ``min_length..max_length``.
 
     One entry per step, grouped by plan in step order: ``plan`` (index into
     ``succeeded``), ``tool`` (id) and ``offset`` (position within the plan).
     ``first_call`` (each tool's first call in its plan), when known, saves a pass.
+    ``stratum`` (per plan, ``0..n_strata-1``) splits every count by stratum.
     """
     ids, valid = tool.astype(np.int64), np.ones(len(tool), dtype=bool)
     decode: Ints = np.arange(n_tools, dtype=np.int64)[:, None]
     found = []
     first = first_occurrences(ids, offset) if first_call is None else first_call
     in_success = succeeded[plan]  # per step: its plan succeeded
+    step_stratum = np.zeros(len(plan), np.int64) if stratum is None else stratum[plan]
     for length in range(1, max_length + 1):
         if length > 1:
             ids, valid, decode = _extend(plan, tool, ids, valid, decode, length, n_tools)
@@ -84,13 +109,37 @@ def count_patterns(
             first = first_occurrences(ids, offset[: len(ids)], valid, ~first[: len(ids)])
         if not valid.any():
             break
-        n_grams = len(decode)
-        support, successes = _distinct_plan_counts(ids, first, in_success[: len(ids)], n_grams)
+        n_grams, size = len(decode), len(ids)
+        by_stratum, wins = _distinct_plan_counts(
+            ids, first, in_success[:size], step_stratum[:size], n_grams, max(n_strata, 1)
+        )
+        support = by_stratum.sum(axis=1)
         frequent = support >= min_support
         if length >= min_length:
-            found.append(_Counts(decode[frequent], support[frequent], successes[frequent]))
+            found.append(_frequent(decode, by_stratum, wins, frequent, ids, first, plan[:size]))
         valid &= frequent[np.where(valid, ids, 0)]
     return found
+
+
+def _frequent(
+    decode: Ints,
+    by_stratum: Ints,
+    wins: Ints,
+    frequent: NDArray[np.bool_],
+    ids: Ints,
+    first: NDArray[np.bool_],
+    plan: Ints,
+) -> _Counts:
+    """The counts of the frequent n-grams, and which plans hold each (for findings)."""
+    row = np.cumsum(frequent) - 1
+    kept = np.flatnonzero(first)
+    kept = kept[frequent[ids[kept]]]
+    strata_plans, strata_successes = by_stratum[frequent], wins[frequent]
+    return _Counts(
+        decode[frequent], strata_plans.sum(axis=1), strata_successes.sum(axis=1),
+        strata_plans, strata_successes,
+        row[ids[kept]].astype(np.int32), plan[kept].astype(np.int32),
+    )  # fmt: skip
 
 
 def _extend(
@@ -115,36 +164,114 @@ def _extend(
     return new_ids, extendable, new_decode
 
 
+@dataclass(frozen=True)
+class _Strata:
+    """The strata of one group's plans: per stratum totals, and per plan its stratum."""
+
+    plans: Ints  # per stratum: every plan of the group (with steps or not)
+    successes: Ints
+    plan_stratum: Ints  # per plan with steps (the index of _Steps), its stratum
+
+
+def _concat(counts: list[_Counts], field: str, width: int = 0) -> NDArray[np.int64]:
+    if counts:
+        joined: NDArray[np.int64] = np.concatenate([getattr(c, field) for c in counts])
+        return joined
+    return np.empty((0, width) if width else 0, np.int64)
+
+
+def _stratified(
+    frame: pd.DataFrame, counts: list[_Counts], strata: _Strata, n_plans: int, n_successes: int
+) -> StratifiedTests:
+    """The MH/CMH figures of every row (one stratum of all plans when unstratified)."""
+    width = strata.plans.size
+    x, k = _concat(counts, "strata_plans", width), _concat(counts, "strata_successes", width)
+    if width == 1:  # pooled: the plans without steps count too
+        return stratified_tests(k, x, [[n_successes]], [[n_plans]])
+    return stratified_tests(k, x, strata.successes[None, :], strata.plans[None, :])
+
+
 def _pattern_rows(
-    counts: list[_Counts], names: NDArray[np.object_], n_plans: int, n_successes: int, fdr: float
-) -> pd.DataFrame:
+    counts: list[_Counts],
+    names: NDArray[np.object_],
+    n_plans: int,
+    n_successes: int,
+    options: PatternOptions,
+    strata: _Strata,
+) -> tuple[pd.DataFrame, NDArray[np.int64]]:
+    """The pattern table, most significant first, and its order (rows of ``counts``)."""
     patterns = [tuple(row) for c in counts for row in names[c.tools].tolist()]
     frame = pd.DataFrame(
         {
             "pattern": pd.Series(patterns, dtype=object),
             "pattern_text": pd.Series([" → ".join(p) for p in patterns], dtype="str"),
             "length": np.array([len(p) for p in patterns], dtype=np.int64),
-            "plans": np.concatenate([c.plans for c in counts]) if counts else np.empty(0, np.int64),
-            "successes": (
-                np.concatenate([c.successes for c in counts]) if counts else np.empty(0, np.int64)
-            ),
+            "plans": _concat(counts, "plans"),
+            "successes": _concat(counts, "successes"),
         }
     )
     frame = with_rates(frame)
     baseline = n_successes / n_plans if n_plans else np.nan
     p_values = fisher_exact_two_sided(frame["successes"], frame["plans"], n_successes, n_plans)
-    q_values = benjamini_hochberg(p_values)
+    tests = _stratified(frame, counts, strata, n_plans, n_successes)
+    stratified = options.stratify_by is not None
+    lift = frame["success_rate"].to_numpy() / baseline
+    # Unstratified, the MH figures are the pooled table's; q-values stay Fisher's.
+    cmh_p = np.where(tests.strata > 0, tests.p_value, np.nan)
+    q_values = benjamini_hochberg(np.nan_to_num(cmh_p, nan=1.0) if stratified else p_values)
+    odds = tests.odds_ratio
+    effect = np.where(np.isnan(odds), lift, odds) if stratified else lift
+    direction = np.where(effect > 1, "success", "failure")
+    significant = q_values <= options.fdr
+    pooled = np.where(lift > 1, "success", "failure")
     frame = frame.assign(
-        lift=frame["success_rate"] / baseline,
-        p_value=p_values,
-        q_value=q_values,
-        significant=q_values <= fdr,
-    )
-    frame["direction"] = pd.Series(
-        np.where(frame["lift"] > 1, "success", "failure"), index=frame.index, dtype="str"
-    )
-    frame = frame.sort_values(["p_value", "plans", "pattern_text"], ascending=[True, False, True])
-    return frame[PATTERN_COLUMNS].reset_index(drop=True)
+        lift=lift, p_value=p_values, mh_odds_ratio=odds, mh_ci_low=tests.ci_low,
+        mh_ci_high=tests.ci_high, cmh_p_value=cmh_p,
+        homogeneity_p_value=tests.homogeneity_p_value,
+        simpson=significant & (pooled != direction) & stratified,
+        strata=tests.strata, q_value=q_values, significant=significant,
+        direction=pd.Series(direction, dtype="str"),
+    )  # fmt: skip
+    strength = -np.nan_to_num(tests.log_p, nan=0.0) if stratified else -p_values
+    order = np.lexsort((frame["pattern_text"].to_numpy(), -frame["plans"].to_numpy(), -strength))
+    return frame.iloc[order].reset_index(drop=True), order.astype(np.int64)
+
+
+def _with_findings(
+    frame: pd.DataFrame,
+    order: NDArray[np.int64],
+    counts: list[_Counts],
+    strata: _Strata,
+    succeeded: NDArray[np.bool_],
+    options: PatternOptions,
+    n_plans: int,
+    n_successes: int,
+) -> pd.DataFrame:
+    """Add ``plans_needed`` and ``explained_by`` to the sorted pattern table."""
+    alpha = bh_threshold(int(frame["significant"].sum()), len(frame), options.fdr)
+    needed = plans_needed(frame["plans"], frame["successes"], n_plans, n_successes,
+                          frame["mh_odds_ratio"], alpha)  # fmt: skip
+    needed = np.where(frame["significant"], 0.0, needed)
+    position = np.empty(len(order), np.int64)
+    position[order] = np.arange(len(order))
+    starts = np.cumsum([0, *(len(c.tools) for c in counts)])[:-1]
+    width = strata.plans.size
+    presence = Presence(
+        row=position[np.concatenate([c.pair_row + s for c, s in zip(counts, starts, strict=True)])]
+        if counts else np.empty(0, np.int64),
+        plan=_concat(counts, "pair_plan").astype(np.int64),
+        plan_stratum=strata.plan_stratum,
+        plan_succeeded=succeeded,
+        strata_plans=_concat(counts, "strata_plans", width)[order],
+        strata_successes=_concat(counts, "strata_successes", width)[order],
+        stratum_plans=strata.plans,
+        stratum_successes=strata.successes,
+    )  # fmt: skip
+    explained = explained_by(list(frame["pattern"]), frame["significant"].to_numpy(),
+                             presence, alpha)  # fmt: skip
+    frame = frame.assign(plans_needed=pd.array(needed, dtype="Int64"),
+                         explained_by=pd.Series(explained, dtype="str"))  # fmt: skip
+    return frame[PATTERN_COLUMNS]
 
 
 @dataclass(frozen=True)
@@ -158,6 +285,7 @@ class _Steps:
     succeeded: NDArray[np.bool_]  # per plan
     plan_group: Ints  # per plan: index into groups (or all 0 when ungrouped)
     groups: list[str | None]
+    plan_seq: Ints  # per plan: its seq
 
     @classmethod
     def read(cls, steps: pa.Table, per_agent: bool) -> _Steps:
@@ -185,6 +313,7 @@ class _Steps:
             succeeded=succeeded[starts],
             plan_group=plan_group,
             groups=groups,
+            plan_seq=seq[starts].astype(np.int64),
         )
 
     def of_group(self, key: str | None) -> NDArray[np.bool_]:
@@ -200,6 +329,39 @@ def _in_plan_order(seq: Ints, offset: Ints) -> bool:
     return bool(np.all(np.where(same_plan, offset[1:] == offset[:-1] + 1, seq[1:] > seq[:-1])))
 
 
+@dataclass(frozen=True)
+class _PlanStrata:
+    """Every plan of the window (by seq): its group, stratum and outcome."""
+
+    seq: Ints
+    group: NDArray[np.object_]
+    stratum: Ints
+    n_strata: int
+    succeeded: NDArray[np.bool_]
+
+    @classmethod
+    def read(cls, table: pa.Table) -> _PlanStrata:
+        codes = pc.dictionary_encode(table.column("stratum"), null_encoding="encode")
+        codes = codes.combine_chunks()
+        return cls(
+            seq=table.column("seq").to_numpy().astype(np.int64),
+            group=np.array(table.column("group_key").to_pylist(), dtype=object),
+            stratum=codes.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+            n_strata=max(len(codes.dictionary), 1),
+            succeeded=table.column("succeeded").to_numpy(zero_copy_only=False).astype(bool),
+        )
+
+    def of(self, key: str | None, per_agent: bool, steps: _Steps) -> _Strata:
+        """The strata of group ``key``, with each of the steps' plans' stratum."""
+        chosen = (self.group == key) if per_agent else slice(None)
+        size = self.n_strata
+        plans = np.bincount(self.stratum[chosen], minlength=size).astype(np.int64)
+        wins = np.bincount(self.stratum[chosen][self.succeeded[chosen]], minlength=size)
+        at = np.searchsorted(self.seq, steps.plan_seq)
+        return _Strata(plans, wins.astype(np.int64), self.stratum[np.minimum(at, len(self.seq) - 1)]
+                       if len(self.seq) else np.zeros(len(at), np.int64))  # fmt: skip
+
+
 def _report(
     steps: _Steps,
     names: NDArray[np.object_],
@@ -207,33 +369,43 @@ def _report(
     options: PatternOptions,
     n_plans: int,
     n_successes: int,
+    strata: _Strata,
 ) -> pd.DataFrame:
     """The pattern table of the steps selected by ``rows`` (plan indexes stay global)."""
+    stratified = options.stratify_by is not None
     counts = count_patterns(
         steps.plan[rows], steps.tool[rows], steps.offset[rows], steps.succeeded,
         len(names), min_length=options.min_length, max_length=options.max_length,
         min_support=options.min_support, first_call=steps.first_call[rows],
+        stratum=strata.plan_stratum if stratified else None,
+        n_strata=strata.plans.size if stratified else 1,
     )  # fmt: skip
-    return _pattern_rows(counts, names, n_plans, n_successes, options.fdr)
+    if not stratified:
+        strata = _Strata(np.array([n_plans]), np.array([n_successes]),
+                         np.zeros(len(steps.plan_seq), np.int64))  # fmt: skip
+    frame, order = _pattern_rows(counts, names, n_plans, n_successes, options, strata)
+    return _with_findings(frame, order, counts, strata, steps.succeeded, options, n_plans,
+                          n_successes)  # fmt: skip
 
 
 def extract_groups(
     snapshot: Snapshot, window: Window, options: PatternOptions
 ) -> dict[str | None, PatternReport]:
-    """Mine and test the patterns of each group of ``window`` (one query for all groups)."""
-    totals = snapshot.frame(window.sql(q.PATTERN_PLANS), window.params)
+    """Mine and test the patterns of each group of ``window`` (one query per table)."""
+    plans = _PlanStrata.read(
+        snapshot.arrow(window.sql(q.pattern_strata(options.stratify_by)), window.params)
+    )
     steps = _Steps.read(snapshot.arrow(window.sql(q.PATTERN_STEPS), window.params),
                         window.per_agent)  # fmt: skip
     names = np.array(snapshot.arrow(q.TOOLS).column("tool").to_pylist(), dtype=object)
     reports = {}
     for key in window.groups:
-        row = totals[totals["group_key"] == key] if window.per_agent else totals
-        n_plans = int(row["plans"].sum())
-        n_successes = int(row["successes"].sum())
+        strata = plans.of(key, window.per_agent, steps)
+        n_plans, n_successes = int(strata.plans.sum()), int(strata.successes.sum())
         # An ungrouped window takes every step: a slice, so no array is copied.
         rows = steps.of_group(key) if window.per_agent else slice(None)
         reports[key] = PatternReport(
-            patterns=_report(steps, names, rows, options, n_plans, n_successes),
+            patterns=_report(steps, names, rows, options, n_plans, n_successes, strata),
             baseline_rate=n_successes / n_plans if n_plans else float("nan"),
             n_plans=n_plans,
             n_successes=n_successes,

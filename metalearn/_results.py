@@ -59,7 +59,9 @@ DAY_COLUMNS = ["day", *RATE_COLUMNS]
 FAILURE_COLUMNS = ["tool", "error", "count", "plans"]
 PATTERN_COLUMNS = [
     "pattern", "pattern_text", "length", "plans", "successes", "success_rate", "ci_low",
-    "ci_high", "lift", "p_value", "q_value", "significant", "direction",
+    "ci_high", "lift", "p_value", "mh_odds_ratio", "mh_ci_low", "mh_ci_high", "cmh_p_value",
+    "homogeneity_p_value", "strata", "simpson", "q_value", "significant", "direction",
+    "plans_needed", "explained_by",
 ]  # fmt: skip
 
 ANALYSIS_FILES = (

@@ -21,7 +21,7 @@ from metalearn._analysis import analyze, analyze_groups
 from metalearn._checks import positive_int
 from metalearn._interrupt import Interrupt
 from metalearn._patterns import extract, extract_groups
-from metalearn._queries import PatternOptions, Window
+from metalearn._queries import PatternOptions, StratifyBy, Window
 from metalearn._results import ExecutionAnalysis, PatternReport
 from metalearn._snapshots import analysis_from_snapshot, report_from_snapshot, snapshot_rows
 from metalearn._store import HistoryStore
@@ -158,19 +158,25 @@ class MetaLearningService:
         max_length: int = 4,
         min_support: int = 20,
         fdr: float = 0.05,
+        stratify_by: StratifyBy = "goal_type",
     ) -> PatternReport:
         """Tool sequences whose presence raises or lowers the success rate.
 
         Tests every contiguous tool sequence of ``min_length..max_length`` tools contained
         in at least ``min_support`` plans of the window (see
-        :meth:`analyze_execution_patterns_sync`) with a two-sided Fisher exact test, and
-        controls the false discovery rate at ``fdr`` (Benjamini-Hochberg). Returns a
-        :class:`PatternReport`; ``report.successful`` and ``report.failing`` hold the
-        significant ones.
+        :meth:`analyze_execution_patterns_sync`): within the strata of ``stratify_by``
+        (``"goal_type"``, the default, or ``"agent_id"``; plans without a value form
+        their own stratum) with the Cochran-Mantel-Haenszel test and the Mantel-Haenszel
+        odds ratio, or pooled (``None``) with a two-sided Fisher exact test; the pooled
+        Fisher p and lift are always there. The false discovery rate is controlled at
+        ``fdr`` (Benjamini-Hochberg). Returns a :class:`PatternReport`;
+        ``report.findings`` holds the significant patterns no stronger one explains, and
+        ``report.successful`` and ``report.failing`` split them by direction.
         """
         window = Window.build(agent_id, time_range_days, as_of)
         options = PatternOptions.build(
-            min_length=min_length, max_length=max_length, min_support=min_support, fdr=fdr
+            min_length=min_length, max_length=max_length, min_support=min_support, fdr=fdr,
+            stratify_by=stratify_by,
         )
         self.warehouse.refresh()
         with self.warehouse.snapshot() as snapshot:
@@ -188,6 +194,7 @@ class MetaLearningService:
         fdr: float = 0.05,
         keep_snapshots: int = 20,
         interrupt: Interrupt | None = None,
+        stratify_by: StratifyBy = "goal_type",
     ) -> dict[str, int]:
         """Analyse several agents together and store one snapshot each.
 
@@ -195,12 +202,14 @@ class MetaLearningService:
         (window ending at ``as_of``, default now) for every agent, written with their
         pattern rows in one transaction (the newest ``keep_snapshots`` snapshots per agent
         are kept). Returns each agent's snapshot id. This is what background analysis
-        runs; ``interrupt`` lets the queue stop it.
+        runs; ``interrupt`` lets the queue stop it; ``stratify_by`` is as for
+        :meth:`extract_successful_patterns_sync`.
         """
         agents = tuple(dict.fromkeys(agent_ids))
         window = Window.build(None, time_range_days, as_of, agents=agents)
         options = PatternOptions.build(
-            min_length=min_length, max_length=max_length, min_support=min_support, fdr=fdr
+            min_length=min_length, max_length=max_length, min_support=min_support, fdr=fdr,
+            stratify_by=stratify_by,
         )
         keep_snapshots = positive_int("keep_snapshots", keep_snapshots, what="snapshots per agent")
         started = time.perf_counter()

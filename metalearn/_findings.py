@@ -1,0 +1,215 @@
+"""Findings: the significant patterns that no stronger overlapping pattern explains.
+
+A planted or real effect drags many near-copies into significance: its sub- and
+super-sequences, and sequences that share a tool with it and occur mostly in its plans.
+Each is "true" for its own test, but only one of them says which steps matter. The rule:
+
+1. Candidates are the significant rows, strongest first (the report's order: largest CMH
+   statistic, so p-values that underflow to 0 still rank).
+2. Two patterns *overlap* when one contains the other (a contiguous run of it), or they
+   share a tool and at least half of B's plans also hold A.
+3. "B given A" is B's CMH test within the strata (stratum x plans with A / without A);
+   it is *significant* when its p-value is at most the report's BH threshold
+   (:func:`~metalearn._stats.bh_threshold`: the p-value the weakest significant row
+   passed).
+4. The strongest open candidate A is taken. Before it becomes a finding, an overlapping
+   B may *replace* it: when A given B is not significant (A says nothing beyond B) while
+   B given A still is, or when neither is and B contains A (the same information, and B
+   is the longer description). This is how the true pattern stays when one of its
+   sub-sequences is more significant than it is: the sub-sequence's association is the
+   true pattern's, the reverse is not. Replacement repeats from the new A (never back
+   to a pattern already tried).
+5. The final A is a finding; every overlapping B whose B-given-A test is not significant,
+   and every pattern A replaced, is *explained by* it (``explained_by`` = its
+   ``pattern_text``). The rest stay open; repeat from 4.
+
+Everything per round is vectorised over the open candidates (two ``bincount`` passes over
+their (pattern, plan) pairs); the rounds are as many as there are findings and
+replacements, a handful in practice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from metalearn._stats import stratified_tests
+
+__all__ = ["Presence", "explained_by"]
+
+Ints = NDArray[np.int64]
+Floats = NDArray[np.float64]
+_CO_OCCURRENCE = 0.5  # "most of B's plans": at least this share also hold A
+
+
+@dataclass(frozen=True)
+class Presence:
+    """Which plans hold each pattern (as pairs), and the counts the conditional tests need.
+
+    ``row``/``plan``: one pair per (pattern row, plan holding it); ``plan_stratum`` and
+    ``plan_succeeded`` per plan (indexes of ``plan``); ``strata_plans`` and
+    ``strata_successes`` per (row, stratum); ``stratum_plans`` and ``stratum_successes``
+    per stratum (every plan of the window, with steps or not).
+    """
+
+    row: Ints
+    plan: Ints
+    plan_stratum: Ints
+    plan_succeeded: NDArray[np.bool_]
+    strata_plans: Ints
+    strata_successes: Ints
+    stratum_plans: Ints
+    stratum_successes: Ints
+
+
+def _contains(longer: tuple[str, ...], shorter: tuple[str, ...]) -> bool:
+    size = len(shorter)
+    return size < len(longer) and any(
+        longer[i : i + size] == shorter for i in range(len(longer) - size + 1)
+    )
+
+
+@dataclass(frozen=True)
+class _Given:
+    """Conditional tests of one pattern A against the candidates B sharing a tool with it."""
+
+    rows: Ints  # the candidates B
+    b_given_a: NDArray[np.bool_]  # still significant within A's strata
+    a_given_b: NDArray[np.bool_]
+    shared_plans: Ints  # plans holding both
+
+
+class _Rounds:
+    """The state of the rule: open candidates and their pairs, findings, explanations."""
+
+    def __init__(
+        self, patterns: list[tuple[str, ...]], candidates: Ints, presence: Presence, alpha: float
+    ) -> None:
+        self.patterns, self.presence, self.alpha = patterns, presence, alpha
+        self.open = np.zeros(len(patterns), dtype=bool)
+        self.open[candidates] = True
+        keep = self.open[presence.row]
+        self.row, self.plan = presence.row[keep], presence.plan[keep]
+        self.tools = {row: set(patterns[row]) for row in candidates.tolist()}
+        self.explained: dict[int, int] = {}
+
+    def _compact(self) -> None:
+        keep = self.open[self.row]
+        self.row, self.plan = self.row[keep], self.plan[keep]
+
+    def given(self, a: int) -> _Given:
+        """Test every open candidate sharing a tool with ``a``, and ``a`` within each."""
+        tools = self.tools[a]
+        rows = np.array([r for r in np.flatnonzero(self.open).tolist()
+                         if r != a and not tools.isdisjoint(self.tools[r])], dtype=np.int64)  # fmt: skip
+        if rows.size == 0:
+            empty = np.zeros(0, dtype=bool)
+            return _Given(rows, empty, empty, np.zeros(0, np.int64))
+        p = self.presence
+        strata = p.stratum_plans.size
+        has_a = np.zeros(p.plan_stratum.size, dtype=bool)
+        has_a[self.plan[self.row == a]] = True
+        local = np.full(len(self.patterns), -1, dtype=np.int64)
+        local[rows] = np.arange(rows.size)
+        pick = local[self.row] >= 0
+        plan = self.plan[pick]
+        code = (local[self.row[pick]] * strata + p.plan_stratum[plan]) * 2 + has_a[plan]
+        size = rows.size * strata * 2
+        plans = np.bincount(code, minlength=size).reshape(rows.size, strata, 2)
+        wins = np.bincount(code[p.plan_succeeded[plan]], minlength=size)
+        wins = wins.reshape(rows.size, strata, 2)
+        b_given_a = self._b_given_a(a, plans, wins)
+        a_given_b = self._a_given_b(a, rows, plans[:, :, 1], wins[:, :, 1])
+        return _Given(rows, b_given_a, a_given_b, plans[:, :, 1].sum(axis=1))
+
+    def _significant(self, a: Floats, x: Floats, s: Floats, n: Floats) -> NDArray[np.bool_]:
+        p = stratified_tests(a, x, s, n).p_value
+        significant: NDArray[np.bool_] = np.nan_to_num(p, nan=1.0) <= self.alpha
+        return significant
+
+    def _b_given_a(self, a: int, plans: Ints, wins: Ints) -> NDArray[np.bool_]:
+        p = self.presence
+        n = np.stack([p.stratum_plans - p.strata_plans[a], p.strata_plans[a]], axis=-1)
+        s = np.stack([p.stratum_successes - p.strata_successes[a], p.strata_successes[a]], -1)
+        rows = plans.shape[0]
+        return self._significant(wins.reshape(rows, -1), plans.reshape(rows, -1),
+                                 s.reshape(1, -1), n.reshape(1, -1))  # fmt: skip
+
+    def _a_given_b(self, a: int, rows: Ints, both: Ints, both_wins: Ints) -> NDArray[np.bool_]:
+        p = self.presence
+        x_a, s_a = p.strata_plans[a], p.strata_successes[a]
+        x_b, s_b = p.strata_plans[rows], p.strata_successes[rows]
+        x = np.concatenate([x_a - both, both], axis=1)
+        k = np.concatenate([s_a - both_wins, both_wins], axis=1)
+        n = np.concatenate([p.stratum_plans - x_b, x_b], axis=1)
+        s = np.concatenate([p.stratum_successes - s_b, s_b], axis=1)
+        return self._significant(k, x, s, n)
+
+    def overlapping(self, a: int, given: _Given) -> NDArray[np.bool_]:
+        plans = self.presence.strata_plans[given.rows].sum(axis=1)
+        contained = np.array([_contains(self.patterns[a], self.patterns[b])
+                              or _contains(self.patterns[b], self.patterns[a])
+                              for b in given.rows.tolist()], dtype=bool)  # fmt: skip
+        return contained | (given.shared_plans >= _CO_OCCURRENCE * plans)
+
+    def replacement(self, a: int, given: _Given, tried: set[int]) -> int | None:
+        """The overlapping candidate that explains ``a`` better than ``a`` explains it."""
+        overlap = self.overlapping(a, given)
+        longer = np.array([_contains(self.patterns[b], self.patterns[a])
+                           for b in given.rows.tolist()], dtype=bool)  # fmt: skip
+        better = overlap & ~given.a_given_b & (given.b_given_a | longer)
+        for b in given.rows[better].tolist():  # strongest first
+            if b not in tried:
+                return int(b)
+        return None
+
+    def settle(self) -> list[int]:
+        """Run the rounds; return the findings (strongest first)."""
+        findings = []
+        while self.open.any():
+            a = int(np.flatnonzero(self.open)[0])
+            tried = {a}
+            given = self.given(a)
+            while (b := self.replacement(a, given, tried)) is not None:
+                tried.add(b)
+                a, given = b, self.given(b)
+            explained = given.rows[self.overlapping(a, given) & ~given.b_given_a].tolist()
+            for row in [*explained, *(tried - {a})]:
+                self.explained[int(row)] = a
+                self.open[row] = False
+            self.open[a] = False
+            findings.append(a)
+            self._compact()
+        return findings
+
+
+def explained_by(
+    patterns: list[tuple[str, ...]],
+    significant: NDArray[np.bool_],
+    presence: Presence,
+    alpha: float,
+) -> NDArray[np.object_]:
+    """For each row (strongest first), the text of the pattern that explains it, or ``""``.
+
+    Rows that are not significant are never explained; see the module docstring for the
+    rule. ``alpha`` is the report's BH threshold.
+
+    >>> presence = Presence(
+    ...     row=np.array([0, 0, 1, 1, 1]), plan=np.array([0, 1, 0, 1, 2]),
+    ...     plan_stratum=np.zeros(4, np.int64), plan_succeeded=np.array([1, 1, 0, 0], bool),
+    ...     strata_plans=np.array([[2], [3]]), strata_successes=np.array([[2], [2]]),
+    ...     stratum_plans=np.array([4]), stratum_successes=np.array([2]))
+    >>> explained_by([("a", "b"), ("a",)], np.array([True, True]), presence, 0.5).tolist()
+    ['', 'a → b']
+    """
+    result = np.full(len(patterns), "", dtype=object)
+    candidates = np.flatnonzero(significant)
+    if candidates.size == 0:
+        return result
+    rounds = _Rounds(patterns, candidates, presence, alpha)
+    rounds.settle()
+    for row, by in rounds.explained.items():
+        result[row] = " → ".join(patterns[by])
+    return result
