@@ -19,9 +19,18 @@ Each is "true" for its own test, but only one of them says which steps matter. T
    sub-sequences is more significant than it is: the sub-sequence's association is the
    true pattern's, the reverse is not. Replacement repeats from the new A (never back
    to a pattern already tried).
-5. The final A is a finding; every overlapping B whose B-given-A test is not significant,
-   and every pattern A replaced, is *explained by* it (``explained_by`` = its
+5. The final A is a candidate finding; every overlapping B whose B-given-A test is not
+   significant, and every pattern A replaced, is *explained by* it (``explained_by`` = its
    ``pattern_text``). The rest stay open; repeat from 4.
+6. The false discovery rate is controlled over the findings themselves, each judged by
+   its *residual* p-value: the largest of its own p-value and its p-values within the
+   strata of every stronger finding it overlaps (what it shows beyond them). BH is
+   applied again as if only the R candidate findings had been rejected (the i-th
+   smallest residual p-value must be at most ``fdr * i / tested``). Without this step the redundant
+   copies of a strong effect, a few hundred significant rows, would raise the BH
+   threshold for everything else, and most unrelated findings would be false. The
+   candidates that fail it stay significant rows with an empty ``explained_by``; they
+   are not findings (``finding`` is False).
 
 Everything per round is vectorised over the open candidates (two ``bincount`` passes over
 their (pattern, plan) pairs); the rounds are as many as there are findings and
@@ -37,7 +46,7 @@ from numpy.typing import NDArray
 
 from metalearn._stats import stratified_tests
 
-__all__ = ["Presence", "explained_by"]
+__all__ = ["Presence", "findings"]
 
 Ints = NDArray[np.int64]
 Floats = NDArray[np.float64]
@@ -76,8 +85,8 @@ class _Given:
     """Conditional tests of one pattern A against the candidates B sharing a tool with it."""
 
     rows: Ints  # the candidates B
-    b_given_a: NDArray[np.bool_]  # still significant within A's strata
-    a_given_b: NDArray[np.bool_]
+    b_given_a: Floats  # p-value of B within A's strata
+    a_given_b: Floats
     shared_plans: Ints  # plans holding both
 
 
@@ -85,9 +94,17 @@ class _Rounds:
     """The state of the rule: open candidates and their pairs, findings, explanations."""
 
     def __init__(
-        self, patterns: list[tuple[str, ...]], candidates: Ints, presence: Presence, alpha: float
+        self,
+        patterns: list[tuple[str, ...]],
+        p_values: Floats,
+        candidates: Ints,
+        presence: Presence,
+        alpha: float,
     ) -> None:
         self.patterns, self.presence, self.alpha = patterns, presence, alpha
+        # A candidate's evidence beyond the stronger findings it overlaps: the largest of
+        # its own p-value and its p-values within each such finding's strata.
+        self.residual = p_values.astype(np.float64, copy=True)
         self.open = np.zeros(len(patterns), dtype=bool)
         self.open[candidates] = True
         keep = self.open[presence.row]
@@ -105,7 +122,7 @@ class _Rounds:
         rows = np.array([r for r in np.flatnonzero(self.open).tolist()
                          if r != a and not tools.isdisjoint(self.tools[r])], dtype=np.int64)  # fmt: skip
         if rows.size == 0:
-            empty = np.zeros(0, dtype=bool)
+            empty = np.zeros(0)
             return _Given(rows, empty, empty, np.zeros(0, np.int64))
         p = self.presence
         strata = p.stratum_plans.size
@@ -124,20 +141,20 @@ class _Rounds:
         a_given_b = self._a_given_b(a, rows, plans[:, :, 1], wins[:, :, 1])
         return _Given(rows, b_given_a, a_given_b, plans[:, :, 1].sum(axis=1))
 
-    def _significant(self, a: Floats, x: Floats, s: Floats, n: Floats) -> NDArray[np.bool_]:
-        p = stratified_tests(a, x, s, n).p_value
-        significant: NDArray[np.bool_] = np.nan_to_num(p, nan=1.0) <= self.alpha
-        return significant
+    def _p_value(self, a: Ints, x: Ints, s: Ints, n: Ints) -> Floats:
+        """The CMH p-values (1 where no stratum contributes)."""
+        p: Floats = np.nan_to_num(stratified_tests(a, x, s, n).p_value, nan=1.0)
+        return p
 
-    def _b_given_a(self, a: int, plans: Ints, wins: Ints) -> NDArray[np.bool_]:
+    def _b_given_a(self, a: int, plans: Ints, wins: Ints) -> Floats:
         p = self.presence
         n = np.stack([p.stratum_plans - p.strata_plans[a], p.strata_plans[a]], axis=-1)
         s = np.stack([p.stratum_successes - p.strata_successes[a], p.strata_successes[a]], -1)
         rows = plans.shape[0]
-        return self._significant(wins.reshape(rows, -1), plans.reshape(rows, -1),
-                                 s.reshape(1, -1), n.reshape(1, -1))  # fmt: skip
+        return self._p_value(wins.reshape(rows, -1), plans.reshape(rows, -1),
+                             s.reshape(1, -1), n.reshape(1, -1))  # fmt: skip
 
-    def _a_given_b(self, a: int, rows: Ints, both: Ints, both_wins: Ints) -> NDArray[np.bool_]:
+    def _a_given_b(self, a: int, rows: Ints, both: Ints, both_wins: Ints) -> Floats:
         p = self.presence
         x_a, s_a = p.strata_plans[a], p.strata_successes[a]
         x_b, s_b = p.strata_plans[rows], p.strata_successes[rows]
@@ -145,7 +162,7 @@ class _Rounds:
         k = np.concatenate([s_a - both_wins, both_wins], axis=1)
         n = np.concatenate([p.stratum_plans - x_b, x_b], axis=1)
         s = np.concatenate([p.stratum_successes - s_b, s_b], axis=1)
-        return self._significant(k, x, s, n)
+        return self._p_value(k, x, s, n)
 
     def overlapping(self, a: int, given: _Given) -> NDArray[np.bool_]:
         plans = self.presence.strata_plans[given.rows].sum(axis=1)
@@ -159,7 +176,8 @@ class _Rounds:
         overlap = self.overlapping(a, given)
         longer = np.array([_contains(self.patterns[b], self.patterns[a])
                            for b in given.rows.tolist()], dtype=bool)  # fmt: skip
-        better = overlap & ~given.a_given_b & (given.b_given_a | longer)
+        a_stays, b_stays = given.a_given_b <= self.alpha, given.b_given_a <= self.alpha
+        better = overlap & ~a_stays & (b_stays | longer)
         for b in given.rows[better].tolist():  # strongest first
             if b not in tried:
                 return int(b)
@@ -175,7 +193,13 @@ class _Rounds:
             while (b := self.replacement(a, given, tried)) is not None:
                 tried.add(b)
                 a, given = b, self.given(b)
-            explained = given.rows[self.overlapping(a, given) & ~given.b_given_a].tolist()
+            overlap = self.overlapping(a, given)
+            stays = given.b_given_a <= self.alpha
+            explained = given.rows[overlap & ~stays].tolist()
+            survivors = given.rows[overlap & stays]
+            self.residual[survivors] = np.maximum(
+                self.residual[survivors], given.b_given_a[overlap & stays]
+            )
             for row in [*explained, *(tried - {a})]:
                 self.explained[int(row)] = a
                 self.open[row] = False
@@ -185,31 +209,44 @@ class _Rounds:
         return findings
 
 
-def explained_by(
+def findings(
     patterns: list[tuple[str, ...]],
+    p_values: Floats,
     significant: NDArray[np.bool_],
     presence: Presence,
     alpha: float,
-) -> NDArray[np.object_]:
-    """For each row (strongest first), the text of the pattern that explains it, or ``""``.
+    fdr: float,
+) -> tuple[NDArray[np.object_], NDArray[np.bool_]]:
+    """For each row (strongest first): the text of the pattern explaining it (or ``""``),
+    and whether it is a finding.
 
-    Rows that are not significant are never explained; see the module docstring for the
-    rule. ``alpha`` is the report's BH threshold.
+    Rows that are not significant are never explained nor findings; see the module
+    docstring for the rule. ``alpha`` is the report's BH threshold, ``p_values`` the
+    p-values its q-values came from.
 
     >>> presence = Presence(
     ...     row=np.array([0, 0, 1, 1, 1]), plan=np.array([0, 1, 0, 1, 2]),
     ...     plan_stratum=np.zeros(4, np.int64), plan_succeeded=np.array([1, 1, 0, 0], bool),
     ...     strata_plans=np.array([[2], [3]]), strata_successes=np.array([[2], [2]]),
     ...     stratum_plans=np.array([4]), stratum_successes=np.array([2]))
-    >>> explained_by([("a", "b"), ("a",)], np.array([True, True]), presence, 0.5).tolist()
-    ['', 'a → b']
+    >>> by, found = findings([("a", "b"), ("a",)], np.array([0.01, 0.02]),
+    ...                      np.array([True, True]), presence, 0.5, 0.5)
+    >>> by.tolist(), found.tolist()
+    (['', 'a → b'], [True, False])
     """
-    result = np.full(len(patterns), "", dtype=object)
+    explained = np.full(len(patterns), "", dtype=object)
+    found = np.zeros(len(patterns), dtype=bool)
     candidates = np.flatnonzero(significant)
     if candidates.size == 0:
-        return result
-    rounds = _Rounds(patterns, candidates, presence, alpha)
-    rounds.settle()
+        return explained, found
+    rounds = _Rounds(patterns, p_values, candidates, presence, alpha)
+    chosen = np.array(rounds.settle(), dtype=np.int64)
     for row, by in rounds.explained.items():
-        result[row] = " → ".join(patterns[by])
-    return result
+        explained[row] = " → ".join(patterns[by])
+    residual = rounds.residual[chosen]
+    order = np.argsort(residual, kind="stable")
+    ranked, residual = chosen[order], residual[order]
+    passes = residual <= fdr * np.arange(1, ranked.size + 1) / len(patterns)
+    kept = int(np.flatnonzero(passes)[-1]) + 1 if passes.any() else 0
+    found[ranked[:kept]] = True
+    return explained, found

@@ -24,7 +24,7 @@ from metalearn._analysis import with_rates
 from metalearn._arrays import dense_codes, first_occurrences
 from metalearn._queries import PatternOptions, Window
 from metalearn._results import PATTERN_COLUMNS, PatternReport
-from metalearn._findings import Presence, explained_by
+from metalearn._findings import Presence, findings
 from metalearn._stats import (
     StratifiedTests,
     benjamini_hochberg,
@@ -247,7 +247,7 @@ def _with_findings(
     n_plans: int,
     n_successes: int,
 ) -> pd.DataFrame:
-    """Add ``plans_needed`` and ``explained_by`` to the sorted pattern table."""
+    """Add ``plans_needed``, ``explained_by`` and ``finding`` to the sorted pattern table."""
     alpha = bh_threshold(int(frame["significant"].sum()), len(frame), options.fdr)
     needed = plans_needed(frame["plans"], frame["successes"], n_plans, n_successes,
                           frame["mh_odds_ratio"], alpha)  # fmt: skip
@@ -267,10 +267,11 @@ def _with_findings(
         stratum_plans=strata.plans,
         stratum_successes=strata.successes,
     )  # fmt: skip
-    explained = explained_by(list(frame["pattern"]), frame["significant"].to_numpy(),
-                             presence, alpha)  # fmt: skip
+    tested = frame["cmh_p_value"] if options.stratify_by is not None else frame["p_value"]
+    explained, found = findings(list(frame["pattern"]), tested.fillna(1.0).to_numpy(),
+                                frame["significant"].to_numpy(), presence, alpha, options.fdr)  # fmt: skip
     frame = frame.assign(plans_needed=pd.array(needed, dtype="Int64"),
-                         explained_by=pd.Series(explained, dtype="str"))  # fmt: skip
+                         explained_by=pd.Series(explained, dtype="str"), finding=found)  # fmt: skip
     return frame[PATTERN_COLUMNS]
 
 

@@ -61,7 +61,7 @@ PATTERN_COLUMNS = [
     "pattern", "pattern_text", "length", "plans", "successes", "success_rate", "ci_low",
     "ci_high", "lift", "p_value", "mh_odds_ratio", "mh_ci_low", "mh_ci_high", "cmh_p_value",
     "homogeneity_p_value", "strata", "simpson", "q_value", "significant", "direction",
-    "plans_needed", "explained_by",
+    "plans_needed", "explained_by", "finding",
 ]  # fmt: skip
 
 ANALYSIS_FILES = (
