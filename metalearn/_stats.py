@@ -20,6 +20,7 @@ __all__ = [
     "benjamini_hochberg",
     "bh_threshold",
     "fisher_exact_two_sided",
+    "low_n",
     "plans_needed",
     "stratified_tests",
     "wilson_interval",
@@ -32,6 +33,10 @@ _Z95 = NormalDist().inv_cdf(0.975)
 # tolerance of the observed one as "as extreme" (floating-point ties).
 _RELATIVE_TIE = 1e-7
 _Z80 = NormalDist().inv_cdf(0.80)  # the power plans_needed asks for
+LOW_N_PLANS = 30
+"""A rate of fewer plans than this is marked ``low_n``."""
+LOW_N_WIDTH = 0.25
+"""A rate whose 95% interval is wider than this (25 percentage points) is marked ``low_n``."""
 
 
 def wilson_interval(
@@ -55,6 +60,22 @@ def wilson_interval(
     low = np.where(empty, np.nan, np.clip(center - half, 0.0, 1.0))
     high = np.where(empty, np.nan, np.clip(center + half, 0.0, 1.0))
     return low, high
+
+
+def low_n(plans: ArrayLike, ci_low: ArrayLike, ci_high: ArrayLike) -> NDArray[np.bool_]:
+    """Rates nobody should act on: fewer than 30 plans, or a 95% interval wider than 25 points.
+
+    Either alone misleads: 30 plans at 50% still span 33%-67%, and a wide interval can
+    come from many plans when the interval is missing (no plans at all). Both thresholds
+    are :data:`LOW_N_PLANS` and :data:`LOW_N_WIDTH`.
+
+    >>> low_n([10, 40, 200], [0.2, 0.35, 0.43], [0.8, 0.65, 0.57]).tolist()
+    [True, True, False]
+    """
+    n = np.asarray(plans, dtype="float64")
+    width = np.asarray(ci_high, dtype="float64") - np.asarray(ci_low, dtype="float64")
+    flagged: NDArray[np.bool_] = (n < LOW_N_PLANS) | ~(width <= LOW_N_WIDTH)
+    return flagged
 
 
 def fisher_exact_two_sided(
