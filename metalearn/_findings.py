@@ -23,7 +23,8 @@ Each is "true" for its own test, but only one of them says which steps matter. T
    significant, and every pattern A replaced, is *explained by* it (``explained_by`` = its
    ``pattern_text``). The rest stay open; repeat from 4.
 6. The false discovery rate is controlled over the findings themselves, each judged by
-   its *residual* p-value: the largest of its own p-value and its p-values within the
+   its *residual* p-value: the largest of its own p-value (or, when it replaced others,
+   the smallest among them and it: they carry one signal) and its p-values within the
    strata of every stronger finding it overlaps (what it shows beyond them). BH is
    applied again as if only the R candidate findings had been rejected (the i-th
    smallest residual p-value must be at most ``fdr * i / tested``). Without this step the redundant
@@ -192,6 +193,8 @@ class _Rounds:
             given = self.given(a)
             while (b := self.replacement(a, given, tried)) is not None:
                 tried.add(b)
+                # One signal: the group's evidence is its strongest member's.
+                self.residual[b] = min(self.residual[b], self.residual[a])
                 a, given = b, self.given(b)
             overlap = self.overlapping(a, given)
             stays = given.b_given_a <= self.alpha

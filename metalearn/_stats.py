@@ -33,6 +33,8 @@ _Z95 = NormalDist().inv_cdf(0.975)
 # tolerance of the observed one as "as extreme" (floating-point ties).
 _RELATIVE_TIE = 1e-7
 _Z80 = NormalDist().inv_cdf(0.80)  # the power plans_needed asks for
+MAX_PLANS_NEEDED = 1e12
+"""Beyond this many plans ``plans_needed`` says "no finite number" (empty)."""
 LOW_N_PLANS = 30
 """A rate of fewer plans than this is marked ``low_n``."""
 LOW_N_WIDTH = 0.25
@@ -388,7 +390,8 @@ def plans_needed(
     their observed rate ``p0``, plans with it at the rate whose odds are ``odds_ratio``
     times ``p0``'s (the stratified effect, or the pooled one). The figure is the total
     sample size minus ``total_plans``, rounded up, and at least 0. No effect (odds ratio
-    1), an odds ratio of 0 or infinity, or a pattern in no or every plan: NaN.
+    1), an odds ratio of 0 or infinity, a pattern in no or every plan, or more than
+    :data:`MAX_PLANS_NEEDED` (a trillion) plans: NaN.
 
     >>> plans_needed([50], [35], [1000], [500], [2.3], 0.001).round().tolist()
     [1304.0]
@@ -413,6 +416,7 @@ def plans_needed(
             + z_power * np.sqrt(p1 * (1 - p1) / share + p0 * (1 - p0) / (1 - share))
         ) ** 2 / (p1 - p0) ** 2
     finite = np.isfinite(needed) & (ratio > 0) & np.isfinite(ratio) & (ratio != 1)
+    finite &= needed <= MAX_PLANS_NEEDED
     finite &= (share > 0) & (share < 1) & (p0 > 0) & (p0 < 1)
     result: NDArray[np.float64] = np.where(finite, np.maximum(np.ceil(needed - n), 0.0), np.nan)
     return result
