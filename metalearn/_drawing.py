@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 from matplotlib import dates as mdates
-from numpy.typing import NDArray
 from matplotlib import ticker
 from matplotlib.axes import Axes
+from numpy.typing import NDArray
 
 from metalearn._errors import InvalidArgumentError
 from metalearn._queue import METRIC_COLUMNS

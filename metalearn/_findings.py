@@ -120,8 +120,9 @@ class _Rounds:
     def given(self, a: int) -> _Given:
         """Test every open candidate sharing a tool with ``a``, and ``a`` within each."""
         tools = self.tools[a]
-        rows = np.array([r for r in np.flatnonzero(self.open).tolist()
-                         if r != a and not tools.isdisjoint(self.tools[r])], dtype=np.int64)  # fmt: skip
+        sharing = [r for r in np.flatnonzero(self.open).tolist()
+                   if r != a and not tools.isdisjoint(self.tools[r])]  # fmt: skip
+        rows = np.array(sharing, dtype=np.int64)
         if rows.size == 0:
             empty = np.zeros(0)
             return _Given(rows, empty, empty, np.zeros(0, np.int64))
@@ -170,7 +171,8 @@ class _Rounds:
         contained = np.array([_contains(self.patterns[a], self.patterns[b])
                               or _contains(self.patterns[b], self.patterns[a])
                               for b in given.rows.tolist()], dtype=bool)  # fmt: skip
-        return contained | (given.shared_plans >= _CO_OCCURRENCE * plans)
+        overlap: NDArray[np.bool_] = contained | (given.shared_plans >= _CO_OCCURRENCE * plans)
+        return overlap
 
     def replacement(self, a: int, given: _Given, tried: set[int]) -> int | None:
         """The overlapping candidate that explains ``a`` better than ``a`` explains it."""

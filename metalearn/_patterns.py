@@ -22,9 +22,9 @@ from numpy.typing import NDArray
 from metalearn import _queries as q
 from metalearn._analysis import with_rates
 from metalearn._arrays import dense_codes, first_occurrences
+from metalearn._findings import Presence, findings
 from metalearn._queries import PatternOptions, Window
 from metalearn._results import PATTERN_COLUMNS, PatternReport
-from metalearn._findings import Presence, findings
 from metalearn._stats import (
     StratifiedTests,
     benjamini_hochberg,
@@ -268,9 +268,10 @@ def _with_findings(
         stratum_successes=strata.successes,
     )  # fmt: skip
     tested = frame["cmh_p_value"] if options.stratify_by is not None else frame["p_value"]
+    significant = frame["significant"].to_numpy()
     explained, found = findings(list(frame["pattern"]), tested.fillna(1.0).to_numpy(),
-                                frame["significant"].to_numpy(), presence, alpha, options.fdr)  # fmt: skip
-    frame = frame.assign(plans_needed=pd.array(needed, dtype="Int64"),
+                                significant, presence, alpha, options.fdr)  # fmt: skip
+    frame = frame.assign(plans_needed=pd.Series(needed, dtype="Int64"),
                          explained_by=pd.Series(explained, dtype="str"), finding=found)  # fmt: skip
     return frame[PATTERN_COLUMNS]
 

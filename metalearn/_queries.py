@@ -216,7 +216,10 @@ class BackgroundOptions:
         return cls(
             time_range_days=window_days(time_range_days),
             patterns=PatternOptions.build(
-                min_length=min_length, max_length=max_length, min_support=min_support, fdr=fdr,
+                min_length=min_length,
+                max_length=max_length,
+                min_support=min_support,
+                fdr=fdr,
                 stratify_by=stratify_by,
             ),
             keep_snapshots=positive_int(
@@ -325,7 +328,8 @@ PATTERN_STEPS = (
 
 # Every plan of the window with its stratum (the column named by stratify_by), by seq.
 _PATTERN_STRATA = (
-    _WINDOW + "SELECT group_key, seq, succeeded, {stratum} AS stratum FROM window_plans ORDER BY seq"
+    _WINDOW
+    + "SELECT group_key, seq, succeeded, {stratum} AS stratum FROM window_plans ORDER BY seq"
 )
 
 

@@ -175,7 +175,10 @@ class MetaLearningService:
         """
         window = Window.build(agent_id, time_range_days, as_of)
         options = PatternOptions.build(
-            min_length=min_length, max_length=max_length, min_support=min_support, fdr=fdr,
+            min_length=min_length,
+            max_length=max_length,
+            min_support=min_support,
+            fdr=fdr,
             stratify_by=stratify_by,
         )
         self.warehouse.refresh()
@@ -208,7 +211,10 @@ class MetaLearningService:
         agents = tuple(dict.fromkeys(agent_ids))
         window = Window.build(None, time_range_days, as_of, agents=agents)
         options = PatternOptions.build(
-            min_length=min_length, max_length=max_length, min_support=min_support, fdr=fdr,
+            min_length=min_length,
+            max_length=max_length,
+            min_support=min_support,
+            fdr=fdr,
             stratify_by=stratify_by,
         )
         keep_snapshots = positive_int("keep_snapshots", keep_snapshots, what="snapshots per agent")

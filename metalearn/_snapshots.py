@@ -52,7 +52,7 @@ def _frame_from_json(table: dict[str, Any]) -> pd.DataFrame:
         else:
             frame[column] = frame[column].astype("float64")
     if "ci_high" in frame and "low_n" not in frame:  # written before low_n existed
-        at = frame.columns.get_loc("ci_high") + 1
+        at = frame.columns.tolist().index("ci_high") + 1
         frame.insert(at, "low_n", low_n(frame["plans"], frame["ci_low"], frame["ci_high"]))
     return frame
 
@@ -121,7 +121,7 @@ def _pattern_frame(rows: pd.DataFrame) -> pd.DataFrame:
         frame[column] = _column(frame, column, np.nan).astype("float64")
     frame["strata"] = _column(frame, "strata", 0).fillna(0).astype("int64")
     frame["simpson"] = _column(frame, "simpson", False).fillna(False).astype(bool)
-    frame["plans_needed"] = pd.array(_column(frame, "plans_needed", None), dtype="Int64")
+    frame["plans_needed"] = _column(frame, "plans_needed", None).astype("Int64")
     frame["explained_by"] = _column(frame, "explained_by", "").fillna("").astype("str")
     finding = _column(frame, "finding", False).fillna(False).astype(bool)
     frame["finding"] = finding.where(~old, significant & (frame["explained_by"] == ""))
@@ -150,7 +150,7 @@ def report_from_snapshot(header: dict[str, Any], rows: pd.DataFrame) -> PatternR
             max_length=int(header["max_length"]),
             min_support=int(header["min_support"]),
             fdr=float(header["fdr"]),
-            stratify_by=header.get("stratify_by"),  # type: ignore[arg-type]
+            stratify_by=header.get("stratify_by"),
         ),
         through_seq=int(header["through_seq"]),
         computed_at=from_epoch_micros(header["computed_at_us"]),

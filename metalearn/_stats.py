@@ -245,9 +245,9 @@ def bh_threshold(significant: int, tested: int, fdr: float) -> float:
 
     With ``significant`` of ``tested`` rows rejected, BH rejects exactly the rows with
     ``p <= fdr * significant / tested``; with none rejected, the first step's
-    ``fdr / tested``. This one α is what "still significant" means when findings are
-    tested again within a stronger pattern's strata, and the α :func:`plans_needed` plans
-    for.
+    ``fdr / tested``. This one threshold is what "still significant" means when findings
+    are tested again within a stronger pattern's strata, and the alpha
+    :func:`plans_needed` plans for.
 
     >>> bh_threshold(5, 100, 0.05), bh_threshold(0, 100, 0.05)
     (0.0025, 0.0005)

@@ -36,9 +36,9 @@ from metalearn._types import epoch_micros
 
 __all__ = [
     "BACKGROUND_TOOLS",
+    "PLANTED_CASES",
     "PLANTED_PATTERNS",
     "PLANTED_TOOLS",
-    "PLANTED_CASES",
     "PlantedCase",
     "PlantedPattern",
     "is_planted_related",
@@ -65,7 +65,6 @@ PLANTED_PATTERNS: tuple[PlantedPattern, ...] = (
     PlantedPattern(("fallback_model", "guess_answer"), "failure", -1.2, 0.08),
 )
 """The ground truth: each pattern, its direction, its effect and the share of plans with it."""
-
 
 
 @dataclass(frozen=True)

@@ -226,10 +226,12 @@ def _by_hand(tables: pd.DataFrame) -> dict[str, float]:
         gaps, variances = [], []
         for r in rows:  # the expected cell under the common odds ratio, by root finding
             low, high = max(0, r.x + r.s - r.n), min(r.x, r.s)
-            e = brentq(lambda t: t * (r.n - r.x - r.s + t) - odds * (r.x - t) * (r.s - t),
+            e = brentq(lambda t, r=r: t * (r.n - r.x - r.s + t) - odds * (r.x - t) * (r.s - t),
                        low, high)  # fmt: skip
             gaps.append(r.a - e)
-            variances.append(1 / (1 / e + 1 / (r.x - e) + 1 / (r.s - e) + 1 / (r.n - r.x - r.s + e)))
+            variances.append(
+                1 / (1 / e + 1 / (r.x - e) + 1 / (r.s - e) + 1 / (r.n - r.x - r.s + e))
+            )
         bd = sum(g * g / v for g, v in zip(gaps, variances, strict=True))
         bd -= sum(gaps) ** 2 / sum(variances)
         figures["homogeneity"] = chi2.sf(bd, len(rows) - 1)

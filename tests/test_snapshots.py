@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import Column, MetaData, Table, create_engine, insert, inspect
+from sqlalchemy import MetaData, Table, create_engine, insert, inspect
 
 from metalearn import HistoryStore, MetaLearningService
 from metalearn._schema import ADDED_COLUMNS, metadata
@@ -35,7 +34,9 @@ def history() -> tuple[pd.DataFrame, pd.DataFrame]:
     return make_history(1_500, seed=5, end=END)
 
 
-def _old_snapshot(history: tuple[pd.DataFrame, pd.DataFrame]) -> tuple[dict[str, Any], pd.DataFrame]:
+def _old_snapshot(
+    history: tuple[pd.DataFrame, pd.DataFrame],
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """A snapshot as the older version wrote it: pooled, no stratified columns, no low_n."""
     with HistoryStore("sqlite://") as scratch:
         scratch.import_frames(*history)
@@ -58,7 +59,7 @@ def _old_snapshot(history: tuple[pd.DataFrame, pd.DataFrame]) -> tuple[dict[str,
 
 
 @pytest.fixture
-def old_store(store_url: str, history: tuple[pd.DataFrame, pd.DataFrame]) -> Iterator[str]:
+def old_store(store_url: str, history: tuple[pd.DataFrame, pd.DataFrame]) -> str:
     """A store created by the older schema, holding one old snapshot of AGENT."""
     header, rows = _old_snapshot(history)
     old = _old_metadata()
@@ -71,7 +72,7 @@ def old_store(store_url: str, history: tuple[pd.DataFrame, pd.DataFrame]) -> Ite
         records = rows.assign(snapshot_id=snapshot_id).to_dict(orient="records")
         conn.execute(insert(old.tables["metalearn_snapshot_patterns"]), records)
     engine.dispose()
-    yield store_url
+    return store_url
 
 
 def test_an_old_store_gains_the_columns_and_its_snapshots_load(old_store: str) -> None:
@@ -107,4 +108,6 @@ def test_new_snapshots_store_every_column(
             )
     assert stored is not None and stored.stratify_by == "goal_type"
     pd.testing.assert_frame_equal(stored.patterns, direct.patterns)
-    assert stored.patterns["strata"].max() > 1 and np.isfinite(stored.patterns["mh_odds_ratio"]).any()
+    assert (
+        stored.patterns["strata"].max() > 1 and np.isfinite(stored.patterns["mh_odds_ratio"]).any()
+    )

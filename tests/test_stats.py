@@ -172,11 +172,13 @@ def _breslow_day_tarone(tables: np.ndarray, ratio: float) -> float:
     for (a, b), (c, d) in tables.astype(float):
         rows, column, n = a + b, a + c, a + b + c + d
         low, high = max(0.0, rows + column - n), min(rows, column)
-        roots = np.roots([1 - ratio, ratio * (rows + column) + n - rows - column,
-                          -ratio * rows * column]) if ratio != 1 else [rows * column / n]  # fmt: skip
+        quadratic = [1 - ratio, ratio * (rows + column) + n - rows - column, -ratio * rows * column]
+        roots = np.roots(quadratic) if ratio != 1 else [rows * column / n]
         e = next(float(np.real(r)) for r in roots if low - 1e-9 <= np.real(r) <= high + 1e-9)
         gaps.append(a - e)
-        variances.append(1 / (1 / e + 1 / (column - e) + 1 / (rows - e) + 1 / (n - rows - column + e)))
+        variances.append(
+            1 / (1 / e + 1 / (column - e) + 1 / (rows - e) + 1 / (n - rows - column + e))
+        )
     gap, variance = np.array(gaps), np.array(variances)
     statistic = (gap**2 / variance).sum() - gap.sum() ** 2 / variance.sum()
     return float(chi2.sf(statistic, len(tables) - 1))
