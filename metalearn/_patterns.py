@@ -237,6 +237,27 @@ def _pattern_rows(
     return frame.iloc[order].reset_index(drop=True), order.astype(np.int64)
 
 
+def _significant_pairs(
+    order: NDArray[np.int64], counts: list[_Counts], significant: NDArray[np.bool_]
+) -> tuple[Ints, Ints]:
+    """The (row in the sorted table, plan) pairs of the significant patterns only.
+
+    Only those take part in the findings rule; filtering per length first keeps the pairs
+    of the other patterns (most of them, at a million plans tens of millions) from ever
+    being copied.
+    """
+    position = np.empty(len(order), np.int64)
+    position[order] = np.arange(len(order))
+    start, rows, plans = 0, [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for c in counts:
+        local = position[start : start + len(c.tools)]
+        keep = significant[local][c.pair_row]
+        rows.append(local[c.pair_row[keep]])
+        plans.append(c.pair_plan[keep].astype(np.int64))
+        start += len(c.tools)
+    return np.concatenate(rows), np.concatenate(plans)
+
+
 def _with_findings(
     frame: pd.DataFrame,
     order: NDArray[np.int64],
@@ -252,14 +273,11 @@ def _with_findings(
     needed = plans_needed(frame["plans"], frame["successes"], n_plans, n_successes,
                           frame["mh_odds_ratio"], alpha)  # fmt: skip
     needed = np.where(frame["significant"], 0.0, needed)
-    position = np.empty(len(order), np.int64)
-    position[order] = np.arange(len(order))
-    starts = np.cumsum([0, *(len(c.tools) for c in counts)])[:-1]
     width = strata.plans.size
+    row, plan = _significant_pairs(order, counts, frame["significant"].to_numpy())
     presence = Presence(
-        row=position[np.concatenate([c.pair_row + s for c, s in zip(counts, starts, strict=True)])]
-        if counts else np.empty(0, np.int64),
-        plan=_concat(counts, "pair_plan").astype(np.int64),
+        row=row,
+        plan=plan,
         plan_stratum=strata.plan_stratum,
         plan_succeeded=succeeded,
         strata_plans=_concat(counts, "strata_plans", width)[order],
