@@ -15,10 +15,10 @@ Each is "true" for its own test, but only one of them says which steps matter. T
 4. The strongest open candidate A is taken. Before it becomes a finding, an overlapping
    B may *replace* it: when A given B is not significant (A says nothing beyond B) while
    B given A still is, or when neither is and B contains A (the same information, and B
-   is the longer description). This is how the true pattern stays when one of its
-   sub-sequences is more significant than it is: the sub-sequence's association is the
-   true pattern's, the reverse is not. Replacement repeats from the new A (never back
-   to a pattern already tried).
+   is the longer description); the longest such B is taken (ties: the strongest). This
+   is how the true pattern stays when one of its sub-sequences is more significant than
+   it is: the sub-sequence's association is the true pattern's, the reverse is not.
+   Replacement repeats from the new A (never back to a pattern already tried).
 5. The final A is a candidate finding; every overlapping B whose B-given-A test is not
    significant, and every pattern A replaced, is *explained by* it (``explained_by`` = its
    ``pattern_text``). The rest stay open; repeat from 4.
@@ -31,7 +31,9 @@ Each is "true" for its own test, but only one of them says which steps matter. T
    copies of a strong effect, a few hundred significant rows, would raise the BH
    threshold for everything else, and most unrelated findings would be false. The
    candidates that fail it stay significant rows with an empty ``explained_by``; they
-   are not findings (``finding`` is False).
+   are not findings (``finding`` is False). Rounds stop as soon as no open candidate
+   could pass this step any more; what is still open then stays significant, neither a
+   finding nor explained.
 
 Everything per round is vectorised over the open candidates (two ``bincount`` passes over
 their (pattern, plan) pairs); the rounds are as many as there are findings and
@@ -89,6 +91,8 @@ class _Given:
     b_given_a: Floats  # p-value of B within A's strata
     a_given_b: Floats
     shared_plans: Ints  # plans holding both
+    overlap: NDArray[np.bool_]  # B and A overlap (step 2)
+    longer: NDArray[np.bool_]  # B contains A
 
 
 class _Rounds:
@@ -105,43 +109,72 @@ class _Rounds:
         self.patterns, self.presence, self.alpha = patterns, presence, alpha
         # A candidate's evidence beyond the stronger findings it overlaps: the largest of
         # its own p-value and its p-values within each such finding's strata.
+        self.p_values = p_values
         self.residual = p_values.astype(np.float64, copy=True)
         self.open = np.zeros(len(patterns), dtype=bool)
         self.open[candidates] = True
-        keep = self.open[presence.row]
-        self.row, self.plan = presence.row[keep], presence.plan[keep]
-        self.tools = {row: set(patterns[row]) for row in candidates.tolist()}
+        self._index_pairs(presence, candidates)
         self.explained: dict[int, int] = {}
+        vocabulary = {tool: i for i, tool in enumerate(sorted({t for p in patterns for t in p}))}
+        self.uses = np.zeros((len(patterns), max(len(vocabulary), 1)), dtype=bool)
+        for row in candidates.tolist():  # which tools each candidate uses
+            self.uses[row, [vocabulary[t] for t in patterns[row]]] = True
 
-    def _compact(self) -> None:
-        keep = self.open[self.row]
-        self.row, self.plan = self.row[keep], self.plan[keep]
+    def _index_pairs(self, presence: Presence, candidates: Ints) -> None:
+        """Group the candidates' pairs by pattern (CSR), so a round reads only its own.
+
+        A counting sort: pairs are ordered by a dense candidate code, which numpy sorts
+        with a radix sort when it fits 16 bits.
+        """
+        dense = np.full(len(self.patterns), -1, dtype=np.int64)
+        dense[candidates] = np.arange(candidates.size)
+        code = dense[presence.row]
+        keep = code >= 0
+        code, plan = code[keep], presence.plan[keep]
+        narrow = code.astype(np.uint16) if candidates.size < 1 << 16 else code
+        order = np.argsort(narrow, kind="stable")
+        self.plan = plan[order]
+        counts = np.bincount(code, minlength=candidates.size)
+        self.start = np.zeros(len(self.patterns), np.int64)
+        self.size = np.zeros(len(self.patterns), np.int64)
+        self.start[candidates] = np.cumsum(counts) - counts
+        self.size[candidates] = counts
+
+    def _pairs(self, rows: Ints) -> tuple[Ints, Ints]:
+        """The pairs of ``rows``: each pair's index into ``rows``, and its plan."""
+        sizes = self.size[rows]
+        owner = np.repeat(np.arange(rows.size), sizes)
+        offsets = np.cumsum(sizes) - sizes
+        index = np.arange(int(sizes.sum())) - np.repeat(offsets - self.start[rows], sizes)
+        return owner, self.plan[index]
 
     def given(self, a: int) -> _Given:
         """Test every open candidate sharing a tool with ``a``, and ``a`` within each."""
-        tools = self.tools[a]
-        sharing = [r for r in np.flatnonzero(self.open).tolist()
-                   if r != a and not tools.isdisjoint(self.tools[r])]  # fmt: skip
-        rows = np.array(sharing, dtype=np.int64)
+        sharing = self.open & self.uses[:, self.uses[a]].any(axis=1)
+        sharing[a] = False
+        rows = np.flatnonzero(sharing)
         if rows.size == 0:
-            empty = np.zeros(0)
-            return _Given(rows, empty, empty, np.zeros(0, np.int64))
+            empty, no = np.zeros(0), np.zeros(0, dtype=bool)
+            return _Given(rows, empty, empty, np.zeros(0, np.int64), no, no)
         p = self.presence
         strata = p.stratum_plans.size
         has_a = np.zeros(p.plan_stratum.size, dtype=bool)
-        has_a[self.plan[self.row == a]] = True
-        local = np.full(len(self.patterns), -1, dtype=np.int64)
-        local[rows] = np.arange(rows.size)
-        pick = local[self.row] >= 0
-        plan = self.plan[pick]
-        code = (local[self.row[pick]] * strata + p.plan_stratum[plan]) * 2 + has_a[plan]
+        has_a[self.plan[self.start[a] : self.start[a] + self.size[a]]] = True
+        owner, plan = self._pairs(rows)
+        code = (owner * strata + p.plan_stratum[plan]) * 2 + has_a[plan]
         size = rows.size * strata * 2
         plans = np.bincount(code, minlength=size).reshape(rows.size, strata, 2)
         wins = np.bincount(code[p.plan_succeeded[plan]], minlength=size)
         wins = wins.reshape(rows.size, strata, 2)
         b_given_a = self._b_given_a(a, plans, wins)
         a_given_b = self._a_given_b(a, rows, plans[:, :, 1], wins[:, :, 1])
-        return _Given(rows, b_given_a, a_given_b, plans[:, :, 1].sum(axis=1))
+        shared = plans[:, :, 1].sum(axis=1)
+        longer = np.array([_contains(self.patterns[b], self.patterns[a]) for b in rows.tolist()],
+                          dtype=bool)  # fmt: skip
+        inside = np.array([_contains(self.patterns[a], self.patterns[b]) for b in rows.tolist()],
+                          dtype=bool)  # fmt: skip
+        co_occur = shared >= _CO_OCCURRENCE * p.strata_plans[rows].sum(axis=1)
+        return _Given(rows, b_given_a, a_given_b, shared, longer | inside | co_occur, longer)
 
     def _p_value(self, a: Ints, x: Ints, s: Ints, n: Ints) -> Floats:
         """The CMH p-values (1 where no stratum contributes)."""
@@ -166,39 +199,36 @@ class _Rounds:
         s = np.concatenate([p.stratum_successes - s_b, s_b], axis=1)
         return self._p_value(k, x, s, n)
 
-    def overlapping(self, a: int, given: _Given) -> NDArray[np.bool_]:
-        plans = self.presence.strata_plans[given.rows].sum(axis=1)
-        contained = np.array([_contains(self.patterns[a], self.patterns[b])
-                              or _contains(self.patterns[b], self.patterns[a])
-                              for b in given.rows.tolist()], dtype=bool)  # fmt: skip
-        overlap: NDArray[np.bool_] = contained | (given.shared_plans >= _CO_OCCURRENCE * plans)
-        return overlap
-
-    def replacement(self, a: int, given: _Given, tried: set[int]) -> int | None:
-        """The overlapping candidate that explains ``a`` better than ``a`` explains it."""
-        overlap = self.overlapping(a, given)
-        longer = np.array([_contains(self.patterns[b], self.patterns[a])
-                           for b in given.rows.tolist()], dtype=bool)  # fmt: skip
+    def replacement(self, given: _Given, tried: set[int]) -> int | None:
+        """The overlapping candidate that explains A better than A explains it."""
         a_stays, b_stays = given.a_given_b <= self.alpha, given.b_given_a <= self.alpha
-        better = overlap & ~a_stays & (b_stays | longer)
-        for b in given.rows[better].tolist():  # strongest first
-            if b not in tried:
-                return int(b)
-        return None
+        better = given.overlap & ~a_stays & (b_stays | given.longer)
+        # The longest first (ties: the strongest), so a chain of near-copies ends at once.
+        choices = [b for b in given.rows[better].tolist() if b not in tried]
+        return max(choices, key=lambda b: (len(self.patterns[b]), -b)) if choices else None
 
-    def settle(self) -> list[int]:
-        """Run the rounds; return the findings (strongest first)."""
-        findings = []
+    def settle(self, fdr: float) -> list[int]:
+        """Run the rounds; return the candidate findings (strongest first).
+
+        Stops once no open candidate can pass step 6 any more: with r candidates so far
+        and o open, at most r + o findings exist, and whatever this round or a later one
+        finds has a residual p-value at least the strongest open candidate's own: once that
+        is above ``fdr * (r + o) / tested``, no more findings can come.
+        """
+        findings: list[int] = []
+        tested = len(self.patterns)
         while self.open.any():
             a = int(np.flatnonzero(self.open)[0])
+            if self.p_values[a] > fdr * (len(findings) + int(self.open.sum())) / tested:
+                break  # every later finding's residual is at least this p-value
             tried = {a}
             given = self.given(a)
-            while (b := self.replacement(a, given, tried)) is not None:
+            while (b := self.replacement(given, tried)) is not None:
                 tried.add(b)
                 # One signal: the group's evidence is its strongest member's.
                 self.residual[b] = min(self.residual[b], self.residual[a])
                 a, given = b, self.given(b)
-            overlap = self.overlapping(a, given)
+            overlap = given.overlap
             stays = given.b_given_a <= self.alpha
             explained = given.rows[overlap & ~stays].tolist()
             survivors = given.rows[overlap & stays]
@@ -210,7 +240,6 @@ class _Rounds:
                 self.open[row] = False
             self.open[a] = False
             findings.append(a)
-            self._compact()
         return findings
 
 
@@ -245,7 +274,7 @@ def findings(
     if candidates.size == 0:
         return explained, found
     rounds = _Rounds(patterns, p_values, candidates, presence, alpha)
-    chosen = np.array(rounds.settle(), dtype=np.int64)
+    chosen = np.array(rounds.settle(fdr), dtype=np.int64)
     for row, by in rounds.explained.items():
         explained[row] = " → ".join(patterns[by])
     residual = rounds.residual[chosen]

@@ -53,26 +53,33 @@ class _Counts:
     pair_plan: NDArray[np.int32]  # ... and the plan
 
 
-def _distinct_plan_counts(
-    gram: Ints,
-    first: NDArray[np.bool_],
-    in_success: NDArray[np.bool_],
-    stratum: Ints,
-    n_grams: int,
-    n_strata: int,
-) -> tuple[Ints, Ints]:
-    """Per n-gram id and stratum: plans containing it at least once, and how many succeeded.
+@dataclass(frozen=True)
+class _Firsts:
+    """The first occurrence of each n-gram in each plan: one entry per (n-gram, plan)."""
 
-    Counts only each n-gram's first occurrence in its plan (no hashing of pairs);
-    ``in_success`` flags the n-grams (by start step) of plans that succeeded and
-    ``stratum`` gives their plan's stratum. Returns two (n_grams, n_strata) matrices.
-    """
-    code = gram[first] * n_strata + stratum[first] if n_strata > 1 else gram[first]
-    size = n_grams * n_strata
-    support = np.bincount(code, minlength=size)
-    successes = np.bincount(code[in_success[first]], minlength=size)
-    return (support.astype(np.int64, copy=False).reshape(n_grams, n_strata),
-            successes.astype(np.int64, copy=False).reshape(n_grams, n_strata))  # fmt: skip
+    gram: Ints
+    plan: Ints
+
+    @classmethod
+    def of(cls, gram: Ints, first: NDArray[np.bool_], plan: Ints) -> _Firsts:
+        at = np.flatnonzero(first)
+        return cls(gram[at], plan[at])
+
+    def counts(
+        self, succeeded: NDArray[np.bool_], stratum: Ints | None, n_grams: int, n_strata: int
+    ) -> tuple[Ints, Ints]:
+        """Per n-gram and stratum: plans containing it, and how many of those succeeded.
+
+        Counting first occurrences only needs no hashing of (plan, n-gram) pairs; two
+        ``bincount`` calls over ``n-gram * n_strata + stratum`` codes give both (n_grams,
+        n_strata) matrices.
+        """
+        code = self.gram if stratum is None else self.gram * n_strata + stratum[self.plan]
+        size = n_grams * n_strata
+        support = np.bincount(code, minlength=size)
+        successes = np.bincount(code[succeeded[self.plan]], minlength=size)
+        return (support.astype(np.int64, copy=False).reshape(n_grams, n_strata),
+                successes.astype(np.int64, copy=False).reshape(n_grams, n_strata))  # fmt: skip
 
 
 def count_patterns(
@@ -88,6 +95,7 @@ def count_patterns(
     first_call: NDArray[np.bool_] | None = None,
     stratum: Ints | None = None,
     n_strata: int = 1,
+    pairs_below: tuple[float, Ints, Ints] | None = None,
 ) -> list[_Counts]:
     """Frequent contiguous n-grams of tool ids, lengths ``min_length..max_length``.
 
@@ -95,13 +103,15 @@ def count_patterns(
     ``succeeded``), ``tool`` (id) and ``offset`` (position within the plan).
     ``first_call`` (each tool's first call in its plan), when known, saves a pass.
     ``stratum`` (per plan, ``0..n_strata-1``) splits every count by stratum.
+    ``pairs_below`` ``(p, plans, successes)``: keep the (n-gram, plan) pairs only of the
+    n-grams whose CMH p-value within strata of those totals is at most ``p`` (the others
+    cannot be significant, and at a million plans their pairs are most of the memory).
     """
     ids, valid = tool.astype(np.int64), np.ones(len(tool), dtype=bool)
     decode: Ints = np.arange(n_tools, dtype=np.int64)[:, None]
     found = []
     first = first_occurrences(ids, offset) if first_call is None else first_call
-    in_success = succeeded[plan]  # per step: its plan succeeded
-    step_stratum = np.zeros(len(plan), np.int64) if stratum is None else stratum[plan]
+    strata = max(n_strata, 1) if stratum is not None else 1
     for length in range(1, max_length + 1):
         if length > 1:
             ids, valid, decode = _extend(plan, tool, ids, valid, decode, length, n_tools)
@@ -109,16 +119,28 @@ def count_patterns(
             first = first_occurrences(ids, offset[: len(ids)], valid, ~first[: len(ids)])
         if not valid.any():
             break
-        n_grams, size = len(decode), len(ids)
-        by_stratum, wins = _distinct_plan_counts(
-            ids, first, in_success[:size], step_stratum[:size], n_grams, max(n_strata, 1)
-        )
-        support = by_stratum.sum(axis=1)
-        frequent = support >= min_support
+        firsts = _Firsts.of(ids, first, plan)
+        by_stratum, wins = firsts.counts(succeeded, stratum, len(decode), strata)
+        frequent = by_stratum.sum(axis=1) >= min_support
         if length >= min_length:
-            found.append(_frequent(decode, by_stratum, wins, frequent, ids, first, plan[:size]))
+            paired = (
+                frequent
+                if pairs_below is None
+                else frequent & _may_matter(by_stratum, wins, pairs_below)
+            )
+            found.append(_frequent(decode, by_stratum, wins, frequent, paired, firsts))
         valid &= frequent[np.where(valid, ids, 0)]
     return found
+
+
+def _may_matter(
+    by_stratum: Ints, wins: Ints, pairs_below: tuple[float, Ints, Ints]
+) -> NDArray[np.bool_]:
+    """Which n-grams have a CMH p-value at most ``pairs_below[0]`` (could be significant)."""
+    below, plans, successes = pairs_below
+    p = stratified_tests(wins, by_stratum, successes[None, :], plans[None, :]).p_value
+    kept: NDArray[np.bool_] = np.nan_to_num(p, nan=1.0) <= below
+    return kept
 
 
 def _frequent(
@@ -126,19 +148,18 @@ def _frequent(
     by_stratum: Ints,
     wins: Ints,
     frequent: NDArray[np.bool_],
-    ids: Ints,
-    first: NDArray[np.bool_],
-    plan: Ints,
+    paired: NDArray[np.bool_],
+    firsts: _Firsts,
 ) -> _Counts:
-    """The counts of the frequent n-grams, and which plans hold each (for findings)."""
-    row = np.cumsum(frequent) - 1
-    kept = np.flatnonzero(first)
-    kept = kept[frequent[ids[kept]]]
+    """The counts of the frequent n-grams, and which plans hold each of the ``paired``
+    ones (for findings)."""
+    row = (np.cumsum(frequent) - 1).astype(np.int32)
+    keep = paired[firsts.gram]
     strata_plans, strata_successes = by_stratum[frequent], wins[frequent]
     return _Counts(
         decode[frequent], strata_plans.sum(axis=1), strata_successes.sum(axis=1),
         strata_plans, strata_successes,
-        row[ids[kept]].astype(np.int32), plan[kept].astype(np.int32),
+        row[firsts.gram[keep]], firsts.plan[keep].astype(np.int32),
     )  # fmt: skip
 
 
@@ -354,7 +375,8 @@ class _PlanStrata:
     """Every plan of the window (by seq): its group, stratum and outcome."""
 
     seq: Ints
-    group: NDArray[np.object_]
+    group: Ints  # index into groups
+    groups: list[str | None]
     stratum: Ints
     n_strata: int
     succeeded: NDArray[np.bool_]
@@ -363,9 +385,12 @@ class _PlanStrata:
     def read(cls, table: pa.Table) -> _PlanStrata:
         codes = pc.dictionary_encode(table.column("stratum"), null_encoding="encode")
         codes = codes.combine_chunks()
+        groups = pc.dictionary_encode(table.column("group_key"), null_encoding="encode")
+        groups = groups.combine_chunks()
         return cls(
             seq=table.column("seq").to_numpy().astype(np.int64),
-            group=np.array(table.column("group_key").to_pylist(), dtype=object),
+            group=groups.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+            groups=groups.dictionary.to_pylist(),
             stratum=codes.indices.to_numpy(zero_copy_only=False).astype(np.int64),
             n_strata=max(len(codes.dictionary), 1),
             succeeded=table.column("succeeded").to_numpy(zero_copy_only=False).astype(bool),
@@ -373,7 +398,8 @@ class _PlanStrata:
 
     def of(self, key: str | None, per_agent: bool, steps: _Steps) -> _Strata:
         """The strata of group ``key``, with each of the steps' plans' stratum."""
-        chosen = (self.group == key) if per_agent else slice(None)
+        code = self.groups.index(key) if key in self.groups else -1
+        chosen = (self.group == code) if per_agent else slice(None)
         size = self.n_strata
         plans = np.bincount(self.stratum[chosen], minlength=size).astype(np.int64)
         wins = np.bincount(self.stratum[chosen][self.succeeded[chosen]], minlength=size)
@@ -399,6 +425,9 @@ def _report(
         min_support=options.min_support, first_call=steps.first_call[rows],
         stratum=strata.plan_stratum if stratified else None,
         n_strata=strata.plans.size if stratified else 1,
+        # stratified, a significant row has q <= fdr, so p <= fdr; pooled (Fisher) rows
+        # keep every pair: a chi-square bound on Fisher's p would not be exact
+        pairs_below=(options.fdr, strata.plans, strata.successes) if stratified else None,
     )  # fmt: skip
     if not stratified:
         strata = _Strata(np.array([n_plans]), np.array([n_successes]),
