@@ -8,10 +8,11 @@ Each is "true" for its own test, but only one of them says which steps matter. T
    statistic, so p-values that underflow to 0 still rank).
 2. Two patterns *overlap* when one contains the other (a contiguous run of it), or they
    share a tool and at least half of B's plans also hold A.
-3. "B given A" is B's CMH test within the strata (stratum x plans with A / without A);
-   it is *significant* when its p-value is at most the report's BH threshold
-   (:func:`~metalearn._stats.bh_threshold`: the p-value the weakest significant row
-   passed).
+3. "B given A" is B's CMH test within the strata (stratum x plans with A / without A),
+   each also split by which of the findings made so far a plan holds (so a sequence that
+   combines two findings is explained once both are); it is *significant* when its
+   p-value is at most the report's BH threshold (:func:`~metalearn._stats.bh_threshold`:
+   the p-value the weakest significant row passed). "A given B" likewise.
 4. The strongest open candidate A is taken. Before it becomes a finding, an overlapping
    B may *replace* it: when A given B is not significant (A says nothing beyond B) while
    B given A still is, or when neither is and B contains A (the same information, and B
@@ -47,6 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from metalearn._arrays import dense_codes
 from metalearn._stats import stratified_tests
 
 __all__ = ["Presence", "findings"]
@@ -61,17 +63,14 @@ class Presence:
     """Which plans hold each pattern (as pairs), and the counts the conditional tests need.
 
     ``row``/``plan``: one pair per (pattern row, plan holding it); ``plan_stratum`` and
-    ``plan_succeeded`` per plan (indexes of ``plan``); ``strata_plans`` and
-    ``strata_successes`` per (row, stratum); ``stratum_plans`` and ``stratum_successes``
-    per stratum (every plan of the window, with steps or not).
+    ``plan_succeeded`` per plan (indexes of ``plan``); ``stratum_plans`` and
+    ``stratum_successes`` per stratum (every plan of the window, with steps or not).
     """
 
     row: Ints
     plan: Ints
     plan_stratum: Ints
     plan_succeeded: NDArray[np.bool_]
-    strata_plans: Ints
-    strata_successes: Ints
     stratum_plans: Ints
     stratum_successes: Ints
 
@@ -115,6 +114,8 @@ class _Rounds:
         self.open[candidates] = True
         self._index_pairs(presence, candidates)
         self.explained: dict[int, int] = {}
+        self.signature = np.zeros(presence.plan_stratum.size, np.int64)  # findings held
+        self._set_contexts(1)
         vocabulary = {tool: i for i, tool in enumerate(sorted({t for p in patterns for t in p}))}
         self.uses = np.zeros((len(patterns), max(len(vocabulary), 1)), dtype=bool)
         for row in candidates.tolist():  # which tools each candidate uses
@@ -134,19 +135,54 @@ class _Rounds:
         narrow = code.astype(np.uint16) if candidates.size < 1 << 16 else code
         order = np.argsort(narrow, kind="stable")
         self.plan = plan[order]
+        self.won = presence.plan_succeeded[self.plan]
         counts = np.bincount(code, minlength=candidates.size)
         self.start = np.zeros(len(self.patterns), np.int64)
         self.size = np.zeros(len(self.patterns), np.int64)
         self.start[candidates] = np.cumsum(counts) - counts
         self.size[candidates] = counts
 
-    def _pairs(self, rows: Ints) -> tuple[Ints, Ints]:
-        """The pairs of ``rows``: each pair's index into ``rows``, and its plan."""
+    def _set_contexts(self, signatures: int) -> None:
+        """Each plan's context (stratum x which findings so far it holds) and its totals.
+
+        Plans without steps hold no pattern: they count in signature 0 of their stratum.
+        """
+        p = self.presence
+        if signatures == 1:  # the first call: what plans without steps add, once
+            strata = p.stratum_plans.size
+            self.stepless = p.stratum_plans - np.bincount(p.plan_stratum, minlength=strata)
+            self.stepless_wins = p.stratum_successes - np.bincount(
+                p.plan_stratum[p.plan_succeeded], minlength=strata
+            )
+        self.contexts = p.stratum_plans.size * signatures
+        self.context = p.plan_stratum * signatures + self.signature
+        zero = np.arange(p.stratum_plans.size) * signatures
+        self.context_plans = np.bincount(self.context, minlength=self.contexts)
+        self.context_plans[zero] += self.stepless
+        self.context_wins = np.bincount(self.context[p.plan_succeeded], minlength=self.contexts)
+        self.context_wins[zero] += self.stepless_wins
+
+    def _condition_on(self, a: int) -> None:
+        """From now on, test within the plans with and without the finding ``a`` too."""
+        combined = self.signature * 2
+        combined[self._mine(a)] += 1
+        codes, uniques = dense_codes(combined)
+        if uniques[0] != 0:  # plans without steps keep signature 0: it must stay code 0
+            codes, uniques = codes + 1, np.concatenate([[0], uniques])
+        self.signature = codes
+        self._set_contexts(len(uniques))
+
+    def _mine(self, a: int) -> Ints:
+        """The plans holding candidate ``a``."""
+        return self.plan[self.start[a] : self.start[a] + self.size[a]]
+
+    def _pairs(self, rows: Ints) -> tuple[Ints, Ints, NDArray[np.bool_]]:
+        """The pairs of ``rows``: each pair's index into ``rows``, its plan and outcome."""
         sizes = self.size[rows]
         owner = np.repeat(np.arange(rows.size), sizes)
         offsets = np.cumsum(sizes) - sizes
         index = np.arange(int(sizes.sum())) - np.repeat(offsets - self.start[rows], sizes)
-        return owner, self.plan[index]
+        return owner, self.plan[index], self.won[index]
 
     def given(self, a: int) -> _Given:
         """Test every open candidate sharing a tool with ``a``, and ``a`` within each."""
@@ -156,24 +192,26 @@ class _Rounds:
         if rows.size == 0:
             empty, no = np.zeros(0), np.zeros(0, dtype=bool)
             return _Given(rows, empty, empty, np.zeros(0, np.int64), no, no)
-        p = self.presence
-        strata = p.stratum_plans.size
-        has_a = np.zeros(p.plan_stratum.size, dtype=bool)
-        has_a[self.plan[self.start[a] : self.start[a] + self.size[a]]] = True
-        owner, plan = self._pairs(rows)
-        code = (owner * strata + p.plan_stratum[plan]) * 2 + has_a[plan]
-        size = rows.size * strata * 2
-        plans = np.bincount(code, minlength=size).reshape(rows.size, strata, 2)
-        wins = np.bincount(code[p.plan_succeeded[plan]], minlength=size)
-        wins = wins.reshape(rows.size, strata, 2)
-        b_given_a = self._b_given_a(a, plans, wins)
-        a_given_b = self._a_given_b(a, rows, plans[:, :, 1], wins[:, :, 1])
+        p, contexts = self.presence, self.contexts
+        mine = self._mine(a)
+        x_a = np.bincount(self.context[mine], minlength=contexts)
+        s_a = np.bincount(self.context[mine[p.plan_succeeded[mine]]], minlength=contexts)
+        with_a = self.context * 2  # per plan: its context, and whether it holds A
+        with_a[mine] += 1
+        owner, plan, won = self._pairs(rows)
+        code = with_a[plan]
+        code += owner * (contexts * 2)
+        size = rows.size * contexts * 2
+        plans = np.bincount(code, minlength=size).reshape(rows.size, contexts, 2)
+        wins = np.bincount(code[won], minlength=size).reshape(rows.size, contexts, 2)
+        b_given_a = self._b_given_a(x_a, s_a, plans, wins)
+        a_given_b = self._a_given_b(x_a, s_a, plans, wins)
         shared = plans[:, :, 1].sum(axis=1)
         longer = np.array([_contains(self.patterns[b], self.patterns[a]) for b in rows.tolist()],
                           dtype=bool)  # fmt: skip
         inside = np.array([_contains(self.patterns[a], self.patterns[b]) for b in rows.tolist()],
                           dtype=bool)  # fmt: skip
-        co_occur = shared >= _CO_OCCURRENCE * p.strata_plans[rows].sum(axis=1)
+        co_occur = shared >= _CO_OCCURRENCE * plans.sum(axis=(1, 2))
         return _Given(rows, b_given_a, a_given_b, shared, longer | inside | co_occur, longer)
 
     def _p_value(self, a: Ints, x: Ints, s: Ints, n: Ints) -> Floats:
@@ -181,22 +219,21 @@ class _Rounds:
         p: Floats = np.nan_to_num(stratified_tests(a, x, s, n).p_value, nan=1.0)
         return p
 
-    def _b_given_a(self, a: int, plans: Ints, wins: Ints) -> Floats:
-        p = self.presence
-        n = np.stack([p.stratum_plans - p.strata_plans[a], p.strata_plans[a]], axis=-1)
-        s = np.stack([p.stratum_successes - p.strata_successes[a], p.strata_successes[a]], -1)
+    def _b_given_a(self, x_a: Ints, s_a: Ints, plans: Ints, wins: Ints) -> Floats:
+        """B within (context x plans with / without A)."""
+        n = np.stack([self.context_plans - x_a, x_a], axis=-1).reshape(1, -1)
+        s = np.stack([self.context_wins - s_a, s_a], axis=-1).reshape(1, -1)
         rows = plans.shape[0]
-        return self._p_value(wins.reshape(rows, -1), plans.reshape(rows, -1),
-                             s.reshape(1, -1), n.reshape(1, -1))  # fmt: skip
+        return self._p_value(wins.reshape(rows, -1), plans.reshape(rows, -1), s, n)
 
-    def _a_given_b(self, a: int, rows: Ints, both: Ints, both_wins: Ints) -> Floats:
-        p = self.presence
-        x_a, s_a = p.strata_plans[a], p.strata_successes[a]
-        x_b, s_b = p.strata_plans[rows], p.strata_successes[rows]
+    def _a_given_b(self, x_a: Ints, s_a: Ints, plans: Ints, wins: Ints) -> Floats:
+        """A within (context x plans with / without B), for every B at once."""
+        both, both_wins = plans[:, :, 1], wins[:, :, 1]
+        x_b, s_b = plans.sum(axis=2), wins.sum(axis=2)
         x = np.concatenate([x_a - both, both], axis=1)
         k = np.concatenate([s_a - both_wins, both_wins], axis=1)
-        n = np.concatenate([p.stratum_plans - x_b, x_b], axis=1)
-        s = np.concatenate([p.stratum_successes - s_b, s_b], axis=1)
+        n = np.concatenate([self.context_plans - x_b, x_b], axis=1)
+        s = np.concatenate([self.context_wins - s_b, s_b], axis=1)
         return self._p_value(k, x, s, n)
 
     def replacement(self, given: _Given, tried: set[int]) -> int | None:
@@ -210,17 +247,21 @@ class _Rounds:
     def settle(self, fdr: float) -> list[int]:
         """Run the rounds; return the candidate findings (strongest first).
 
-        Stops once no open candidate can pass step 6 any more: with r candidates so far
-        and o open, at most r + o findings exist, and whatever this round or a later one
-        finds has a residual p-value at least the strongest open candidate's own: once that
-        is above ``fdr * (r + o) / tested``, no more findings can come.
+        Stops once no open candidate can pass step 6 any more. Residual p-values only grow
+        (a replacement takes the smaller of two, one of them closed), so the j-th smallest
+        residual of the open candidates bounds the j-th future finding's from below; with
+        r candidates so far, a future one can pass only if, for some j, the j-th smallest is
+        at most ``fdr * (r + j) / tested``. A finding that could pass as the last one is
+        conditioned on in later rounds (the rest would only split the strata further).
         """
         findings: list[int] = []
         tested = len(self.patterns)
         while self.open.any():
+            lowest = np.sort(self.residual[self.open])
+            reach = fdr * (len(findings) + np.arange(1, lowest.size + 1)) / tested
+            if not (lowest <= reach).any():
+                break
             a = int(np.flatnonzero(self.open)[0])
-            if self.p_values[a] > fdr * (len(findings) + int(self.open.sum())) / tested:
-                break  # every later finding's residual is at least this p-value
             tried = {a}
             given = self.given(a)
             while (b := self.replacement(given, tried)) is not None:
@@ -240,6 +281,8 @@ class _Rounds:
                 self.open[row] = False
             self.open[a] = False
             findings.append(a)
+            if self.residual[a] <= fdr * len(findings) / tested:
+                self._condition_on(a)
         return findings
 
 
@@ -261,7 +304,6 @@ def findings(
     >>> presence = Presence(
     ...     row=np.array([0, 0, 1, 1, 1]), plan=np.array([0, 1, 0, 1, 2]),
     ...     plan_stratum=np.zeros(4, np.int64), plan_succeeded=np.array([1, 1, 0, 0], bool),
-    ...     strata_plans=np.array([[2], [3]]), strata_successes=np.array([[2], [2]]),
     ...     stratum_plans=np.array([4]), stratum_successes=np.array([2]))
     >>> by, found = findings([("a", "b"), ("a",)], np.array([0.01, 0.02]),
     ...                      np.array([True, True]), presence, 0.5, 0.5)

@@ -294,15 +294,12 @@ def _with_findings(
     needed = plans_needed(frame["plans"], frame["successes"], n_plans, n_successes,
                           frame["mh_odds_ratio"], alpha)  # fmt: skip
     needed = np.where(frame["significant"], 0.0, needed)
-    width = strata.plans.size
     row, plan = _significant_pairs(order, counts, frame["significant"].to_numpy())
     presence = Presence(
         row=row,
         plan=plan,
         plan_stratum=strata.plan_stratum,
         plan_succeeded=succeeded,
-        strata_plans=_concat(counts, "strata_plans", width)[order],
-        strata_successes=_concat(counts, "strata_successes", width)[order],
         stratum_plans=strata.plans,
         stratum_successes=strata.successes,
     )  # fmt: skip

@@ -12,11 +12,9 @@ def _presence(members: list[np.ndarray], succeeded: np.ndarray, strata: np.ndarr
     rows = np.concatenate([np.full(m.sum(), i) for i, m in enumerate(members)])
     plans = np.concatenate([np.flatnonzero(m) for m in members])
     k = int(strata.max()) + 1
-    per = np.array([np.bincount(strata[m], minlength=k) for m in members])
-    wins = np.array([np.bincount(strata[m & succeeded], minlength=k) for m in members])
     return Presence(
         row=rows.astype(np.int64), plan=plans.astype(np.int64), plan_stratum=strata,
-        plan_succeeded=succeeded, strata_plans=per, strata_successes=wins,
+        plan_succeeded=succeeded,
         stratum_plans=np.bincount(strata, minlength=k),
         stratum_successes=np.bincount(strata[succeeded], minlength=k),
     )  # fmt: skip
