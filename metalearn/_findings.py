@@ -49,7 +49,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from metalearn._arrays import dense_codes
-from metalearn._stats import stratified_tests
+from metalearn._stats import cmh_p_values
 
 __all__ = ["Presence", "findings"]
 
@@ -216,7 +216,7 @@ class _Rounds:
 
     def _p_value(self, a: Ints, x: Ints, s: Ints, n: Ints) -> Floats:
         """The CMH p-values (1 where no stratum contributes)."""
-        p: Floats = np.nan_to_num(stratified_tests(a, x, s, n).p_value, nan=1.0)
+        p: Floats = np.nan_to_num(cmh_p_values(a, x, s, n), nan=1.0)
         return p
 
     def _b_given_a(self, x_a: Ints, s_a: Ints, plans: Ints, wins: Ints) -> Floats:

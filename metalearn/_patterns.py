@@ -29,6 +29,7 @@ from metalearn._stats import (
     StratifiedTests,
     benjamini_hochberg,
     bh_threshold,
+    cmh_p_values,
     fisher_exact_two_sided,
     plans_needed,
     stratified_tests,
@@ -58,12 +59,12 @@ class _Firsts:
     """The first occurrence of each n-gram in each plan: one entry per (n-gram, plan)."""
 
     gram: Ints
-    plan: Ints
+    plan: NDArray[np.int32]
 
     @classmethod
-    def of(cls, gram: Ints, first: NDArray[np.bool_], plan: Ints) -> _Firsts:
-        at = np.flatnonzero(first)
-        return cls(gram[at], plan[at])
+    def of(cls, gram: Ints, first: NDArray[np.bool_], plan: NDArray[np.int32]) -> _Firsts:
+        size = len(gram)
+        return cls(gram[first[:size]], plan[:size][first[:size]])
 
     def counts(
         self, succeeded: NDArray[np.bool_], stratum: Ints | None, n_grams: int, n_strata: int
@@ -112,14 +113,15 @@ def count_patterns(
     found = []
     first = first_occurrences(ids, offset) if first_call is None else first_call
     strata = max(n_strata, 1) if stratum is not None else 1
+    plan32 = plan.astype(np.int32)  # half the memory traffic of the per-length passes
     for length in range(1, max_length + 1):
         if length > 1:
-            ids, valid, decode = _extend(plan, tool, ids, valid, decode, length, n_tools)
+            ids, valid, decode = _extend(plan32, tool, ids, valid, decode, length, n_tools)
             # A sequence can only repeat in a plan where its prefix (one shorter) repeats.
             first = first_occurrences(ids, offset[: len(ids)], valid, ~first[: len(ids)])
         if not valid.any():
             break
-        firsts = _Firsts.of(ids, first, plan)
+        firsts = _Firsts.of(ids, first, plan32)
         by_stratum, wins = firsts.counts(succeeded, stratum, len(decode), strata)
         frequent = by_stratum.sum(axis=1) >= min_support
         if length >= min_length:
@@ -138,7 +140,7 @@ def _may_matter(
 ) -> NDArray[np.bool_]:
     """Which n-grams have a CMH p-value at most ``pairs_below[0]`` (could be significant)."""
     below, plans, successes = pairs_below
-    p = stratified_tests(wins, by_stratum, successes[None, :], plans[None, :]).p_value
+    p = cmh_p_values(wins, by_stratum, successes[None, :], plans[None, :])
     kept: NDArray[np.bool_] = np.nan_to_num(p, nan=1.0) <= below
     return kept
 
@@ -159,12 +161,12 @@ def _frequent(
     return _Counts(
         decode[frequent], strata_plans.sum(axis=1), strata_successes.sum(axis=1),
         strata_plans, strata_successes,
-        row[firsts.gram[keep]], firsts.plan[keep].astype(np.int32),
+        row[firsts.gram[keep]], firsts.plan[keep],
     )  # fmt: skip
 
 
 def _extend(
-    plan: Ints,
+    plan: NDArray[np.int32],
     tool: Ints,
     ids: Ints,
     valid: NDArray[np.bool_],

@@ -19,6 +19,7 @@ __all__ = [
     "StratifiedTests",
     "benjamini_hochberg",
     "bh_threshold",
+    "cmh_p_values",
     "fisher_exact_two_sided",
     "low_n",
     "plans_needed",
@@ -313,6 +314,23 @@ def stratified_tests(
     log_p, p = _chi2_1_tail(statistic)
     return StratifiedTests(ratio, low, high, statistic, p, log_p, homogeneity,
                            used.sum(axis=-1).astype(np.int64))  # fmt: skip
+
+
+def cmh_p_values(
+    a: ArrayLike, row_total: ArrayLike, column_total: ArrayLike, total: ArrayLike
+) -> NDArray[np.float64]:
+    """Only the CMH p-values of :func:`stratified_tests` (NaN where no stratum contributes).
+
+    >>> cmh_p_values([[10, 4]], [[20, 15]], [[15, 5]], [[40, 30]]).round(4).tolist()
+    [0.0321]
+    """
+    x, r, c, n = np.broadcast_arrays(
+        *(np.asarray(v, dtype="float64") for v in (a, row_total, column_total, total))
+    )
+    used = (r > 0) & (r < n) & (c > 0) & (c < n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        statistic = _cmh_statistic(x, r, c, np.where(used, n, 2.0), used)
+    return _chi2_1_tail(statistic)[1]
 
 
 def _mantel_haenszel(
