@@ -238,7 +238,8 @@ def _pattern_rows(
     p_values = fisher_exact_two_sided(frame["successes"], frame["plans"], n_successes, n_plans)
     tests = _stratified(frame, counts, strata, n_plans, n_successes)
     stratified = options.stratify_by is not None
-    lift = frame["success_rate"].to_numpy() / baseline
+    with np.errstate(invalid="ignore", divide="ignore"):  # a baseline of 0: lift NaN or inf
+        lift = frame["success_rate"].to_numpy() / baseline
     # Unstratified, the MH figures are the pooled table's; q-values stay Fisher's.
     cmh_p = np.where(tests.strata > 0, tests.p_value, np.nan)
     q_values = benjamini_hochberg(np.nan_to_num(cmh_p, nan=1.0) if stratified else p_values)

@@ -14,7 +14,7 @@ import pandas as pd
 from sqlalchemy import Connection, delete, func, insert, select
 
 from metalearn._database import frame_rows, insert_rows
-from metalearn._schema import plans, snapshot_patterns, snapshots
+from metalearn._schema import ADDED_COLUMNS, plans, snapshot_patterns, snapshots
 
 __all__ = ["agents_behind", "latest_snapshot", "save_snapshots"]
 
@@ -36,10 +36,16 @@ def save_snapshots(
         ).scalar_one()
         ids.append(int(snapshot_id))
         columns = [*_PATTERN_COLUMNS, "snapshot_id"]
-        frame = rows[_PATTERN_COLUMNS].assign(snapshot_id=snapshot_id)
+        frame = _with_added(rows)[_PATTERN_COLUMNS].assign(snapshot_id=snapshot_id)
         insert_rows(conn, snapshot_patterns, columns, frame_rows(frame, columns))
         _prune_snapshots(conn, str(header["agent_id"]), keep_snapshots)
     return ids
+
+
+def _with_added(rows: pd.DataFrame) -> pd.DataFrame:
+    """Pattern rows in the older layout get the columns added since as NULL."""
+    missing = [c for c in ADDED_COLUMNS[snapshot_patterns.name] if c not in rows]
+    return rows.assign(**dict.fromkeys(missing, None)) if missing else rows
 
 
 def _prune_snapshots(conn: Connection, agent_id: str, keep_snapshots: int) -> None:

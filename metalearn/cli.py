@@ -176,7 +176,7 @@ def _summary(analysis: ExecutionAnalysis, report: PatternReport) -> str:
         *_agents_lines(analysis.by_agent),
         f"{len(report.patterns):,} tool sequences in >= {report.min_support} plans tested, "
         f"{int(report.patterns['significant'].sum()):,} significant (FDR {report.fdr:g}), "
-        f"{len(report.findings):,} findings (the rest explained by a stronger one)",
+        f"{len(report.findings):,} findings (no stronger overlapping sequence explains them)",
         _effect_line(report),
         *_pattern_lines(report, "success"),
         *_pattern_lines(report, "failure"),
