@@ -52,6 +52,34 @@ class _Counts:
     strata_successes: Ints
     pair_row: NDArray[np.int32]  # each (pattern, plan) pair: the pattern's row in `tools`
     pair_plan: NDArray[np.int32]  # ... and the plan
+    p_value: NDArray[np.float64] | None = None  # Fisher's, when a _Screen computed it
+
+
+@dataclass(frozen=True)
+class _Screen:
+    """Which n-grams could turn out significant, so only their plans are kept as pairs.
+
+    A significant row has q <= fdr, so its p-value is at most ``fdr``: the CMH p-value
+    within the strata of ``plans``/``successes`` when stratified, else Fisher's pooled p.
+    Fisher's p-values computed here (pooled) are handed on to the report, so screening
+    costs only its extra calls (one per length instead of one in all).
+    """
+
+    fdr: float
+    plans: Ints  # per stratum (one stratum: pooled)
+    successes: Ints
+    stratified: bool
+
+    def apply(
+        self, by_stratum: Ints, wins: Ints
+    ) -> tuple[NDArray[np.float64] | None, NDArray[np.bool_]]:
+        """Fisher's p-values of these n-grams (pooled only), and which may be significant."""
+        if self.stratified:
+            p = cmh_p_values(wins, by_stratum, self.successes[None, :], self.plans[None, :])
+            return None, np.nan_to_num(p, nan=1.0) <= self.fdr
+        x, k = by_stratum.sum(axis=1), wins.sum(axis=1)
+        fisher = fisher_exact_two_sided(k, x, int(self.successes.sum()), int(self.plans.sum()))
+        return fisher, fisher <= self.fdr
 
 
 @dataclass(frozen=True)
@@ -96,7 +124,7 @@ def count_patterns(
     first_call: NDArray[np.bool_] | None = None,
     stratum: Ints | None = None,
     n_strata: int = 1,
-    pairs_below: tuple[float, Ints, Ints] | None = None,
+    screen: _Screen | None = None,
 ) -> list[_Counts]:
     """Frequent contiguous n-grams of tool ids, lengths ``min_length..max_length``.
 
@@ -104,9 +132,8 @@ def count_patterns(
     ``succeeded``), ``tool`` (id) and ``offset`` (position within the plan).
     ``first_call`` (each tool's first call in its plan), when known, saves a pass.
     ``stratum`` (per plan, ``0..n_strata-1``) splits every count by stratum.
-    ``pairs_below`` ``(p, plans, successes)``: keep the (n-gram, plan) pairs only of the
-    n-grams whose CMH p-value within strata of those totals is at most ``p`` (the others
-    cannot be significant, and at a million plans their pairs are most of the memory).
+    ``screen`` keeps the (n-gram, plan) pairs only of the n-grams that may turn out
+    significant (at a million plans the others' pairs are most of the memory).
     """
     ids, valid = tool.astype(np.int64), np.ones(len(tool), dtype=bool)
     decode: Ints = np.arange(n_tools, dtype=np.int64)[:, None]
@@ -125,24 +152,14 @@ def count_patterns(
         by_stratum, wins = firsts.counts(succeeded, stratum, len(decode), strata)
         frequent = by_stratum.sum(axis=1) >= min_support
         if length >= min_length:
-            paired = (
-                frequent
-                if pairs_below is None
-                else frequent & _may_matter(by_stratum, wins, pairs_below)
-            )
-            found.append(_frequent(decode, by_stratum, wins, frequent, paired, firsts))
+            paired, fisher = frequent, None
+            if screen is not None:
+                fisher, may = screen.apply(by_stratum[frequent], wins[frequent])
+                paired = np.zeros_like(frequent)
+                paired[frequent] = may
+            found.append(_frequent(decode, by_stratum, wins, frequent, paired, firsts, fisher))
         valid &= frequent[np.where(valid, ids, 0)]
     return found
-
-
-def _may_matter(
-    by_stratum: Ints, wins: Ints, pairs_below: tuple[float, Ints, Ints]
-) -> NDArray[np.bool_]:
-    """Which n-grams have a CMH p-value at most ``pairs_below[0]`` (could be significant)."""
-    below, plans, successes = pairs_below
-    p = cmh_p_values(wins, by_stratum, successes[None, :], plans[None, :])
-    kept: NDArray[np.bool_] = np.nan_to_num(p, nan=1.0) <= below
-    return kept
 
 
 def _frequent(
@@ -152,6 +169,7 @@ def _frequent(
     frequent: NDArray[np.bool_],
     paired: NDArray[np.bool_],
     firsts: _Firsts,
+    fisher: NDArray[np.float64] | None,
 ) -> _Counts:
     """The counts of the frequent n-grams, and which plans hold each of the ``paired``
     ones (for findings)."""
@@ -161,7 +179,7 @@ def _frequent(
     return _Counts(
         decode[frequent], strata_plans.sum(axis=1), strata_successes.sum(axis=1),
         strata_plans, strata_successes,
-        row[firsts.gram[keep]], firsts.plan[keep],
+        row[firsts.gram[keep]], firsts.plan[keep], fisher,
     )  # fmt: skip
 
 
@@ -235,7 +253,10 @@ def _pattern_rows(
     )
     frame = with_rates(frame)
     baseline = n_successes / n_plans if n_plans else np.nan
-    p_values = fisher_exact_two_sided(frame["successes"], frame["plans"], n_successes, n_plans)
+    if counts and all(c.p_value is not None for c in counts):  # computed while counting
+        p_values = np.concatenate([c.p_value for c in counts if c.p_value is not None])
+    else:
+        p_values = fisher_exact_two_sided(frame["successes"], frame["plans"], n_successes, n_plans)
     tests = _stratified(frame, counts, strata, n_plans, n_successes)
     stratified = options.stratify_by is not None
     with np.errstate(invalid="ignore", divide="ignore"):  # a baseline of 0: lift NaN or inf
@@ -419,19 +440,16 @@ def _report(
 ) -> pd.DataFrame:
     """The pattern table of the steps selected by ``rows`` (plan indexes stay global)."""
     stratified = options.stratify_by is not None
+    if not stratified:  # one stratum: every plan
+        strata = _Strata(np.array([n_plans]), np.array([n_successes]),
+                         np.zeros(len(steps.plan_seq), np.int64))  # fmt: skip
     counts = count_patterns(
         steps.plan[rows], steps.tool[rows], steps.offset[rows], steps.succeeded,
         len(names), min_length=options.min_length, max_length=options.max_length,
         min_support=options.min_support, first_call=steps.first_call[rows],
-        stratum=strata.plan_stratum if stratified else None,
-        n_strata=strata.plans.size if stratified else 1,
-        # stratified, a significant row has q <= fdr, so p <= fdr; pooled (Fisher) rows
-        # keep every pair: a chi-square bound on Fisher's p would not be exact
-        pairs_below=(options.fdr, strata.plans, strata.successes) if stratified else None,
+        stratum=strata.plan_stratum if stratified else None, n_strata=strata.plans.size,
+        screen=_Screen(options.fdr, strata.plans, strata.successes, stratified),
     )  # fmt: skip
-    if not stratified:
-        strata = _Strata(np.array([n_plans]), np.array([n_successes]),
-                         np.zeros(len(steps.plan_seq), np.int64))  # fmt: skip
     frame, order = _pattern_rows(counts, names, n_plans, n_successes, options, strata)
     return _with_findings(frame, order, counts, strata, steps.succeeded, options, n_plans,
                           n_successes)  # fmt: skip

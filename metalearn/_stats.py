@@ -365,6 +365,8 @@ def _chi2_1_tail(statistic: Matrix) -> tuple[Matrix, Matrix]:
     z = -np.sqrt(statistic)
     log_p: Matrix = np.log(2.0) + special.log_ndtr(z)
     p: Matrix = np.minimum(2.0 * special.ndtr(z), 1.0)
+    # ndtr flushes to 0 a little before the smallest subnormal; exp(log p) does not
+    p = np.where(p < 1e-300, np.exp(log_p), p)
     return log_p, p
 
 
