@@ -344,10 +344,20 @@ class Report:
             else:
                 patterns = self.stat(n, "extract")
                 count = f"{patterns.info['patterns']:,}" if patterns else "?"
+                both = all(
+                    (s := self.stat(n, c)) is not None and s.seconds is not None
+                    for c in ("extract_stratified", "pandas_cmh")
+                )
+                stratified = (
+                    "; MH odds ratio and CMH p-value within goal types of every pattern, "
+                    "to a relative 1e-9"
+                    if both
+                    else ""
+                )
                 lines.append(
                     f"- {n:,} plans: agree (plans; plans, successes and success "
                     f"rate by agent, goal type and day; supports of all {count} "
-                    "patterns)"
+                    f"patterns{stratified})"
                 )
         return "\n".join(lines) or "- not checked"
 
