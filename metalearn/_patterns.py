@@ -7,6 +7,12 @@ hashing, and supports come from ``bincount``. Apriori pruning keeps it fast: a s
 can only reach ``min_support`` plans if its prefix and suffix do, so positions whose
 prefix or suffix is rare are dropped before the next length. Statistics for all patterns
 are computed at once (:mod:`metalearn._stats`).
+
+Stratified (``stratify_by``, goal type by default), every first occurrence is counted
+under an ``n-gram * strata + stratum`` code, so one ``bincount`` per length gives the
+patterns x strata tables the Mantel-Haenszel, CMH and Breslow-Day figures reduce over.
+The (n-gram, plan) pairs of the n-grams that can still be significant are kept (int32)
+for the findings rule (:mod:`metalearn._findings`); ``plans_needed`` comes last.
 """
 
 from __future__ import annotations
