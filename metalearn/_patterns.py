@@ -410,6 +410,9 @@ class _PlanStrata:
 
     @classmethod
     def read(cls, table: pa.Table) -> _PlanStrata:
+        seq = table.column("seq").to_numpy()
+        if len(seq) > 1 and not bool(np.all(seq[1:] > seq[:-1])):  # never trust the order
+            table = table.take(np.argsort(seq, kind="stable"))
         codes = pc.dictionary_encode(table.column("stratum"), null_encoding="encode")
         codes = codes.combine_chunks()
         groups = pc.dictionary_encode(table.column("group_key"), null_encoding="encode")

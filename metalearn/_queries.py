@@ -326,10 +326,10 @@ PATTERN_STEPS = (
     + "SELECT group_key, seq, step_index, tool_id, succeeded, first_in_plan FROM window_steps"
 )
 
-# Every plan of the window with its stratum (the column named by stratify_by), by seq.
+# Every plan of the window with its stratum (the column named by stratify_by). No ORDER
+# BY: plans are stored in seq order and a filtered scan keeps it; the caller checks.
 _PATTERN_STRATA = (
-    _WINDOW
-    + "SELECT group_key, seq, succeeded, {stratum} AS stratum FROM window_plans ORDER BY seq"
+    _WINDOW + "SELECT group_key, seq, succeeded, {stratum} AS stratum FROM window_plans"
 )
 
 

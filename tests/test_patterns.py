@@ -351,3 +351,15 @@ def test_stratify_by_nonsense_is_a_typed_error(
 ) -> None:
     with pytest.raises(InvalidArgumentError, match='"goal_type", "agent_id" or None'):
         call(tau, "extract_successful_patterns", stratify_by="nonsense")
+
+
+def test_plan_strata_are_put_in_seq_order_when_they_come_unordered() -> None:
+    import pyarrow as pa
+
+    from metalearn._patterns import _PlanStrata
+
+    table = pa.table({"group_key": [None, None, None], "seq": [3, 1, 2],
+                      "succeeded": [True, False, True], "stratum": ["b", None, "a"]})  # fmt: skip
+    strata = _PlanStrata.read(table)
+    assert strata.seq.tolist() == [1, 2, 3] and strata.succeeded.tolist() == [False, True, True]
+    assert strata.n_strata == 3 and len(set(strata.stratum.tolist())) == 3  # None is a stratum
