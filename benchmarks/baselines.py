@@ -110,6 +110,65 @@ def ngrams(
     return table[["pattern_text", "length", "plans", "successes", "success_rate", "lift"]]
 
 
+def _plan_pairs(steps: pd.DataFrame, max_length: int) -> list[pd.DataFrame]:
+    """Per length: the distinct (plan_seq, pattern_text) pairs."""
+    steps = steps.sort_values(["plan_seq", "step_index"])
+    following = steps.groupby("plan_seq")["tool"]
+    text = steps["tool"]
+    found = []
+    for length in range(1, max_length + 1):
+        if length > 1:
+            text = text + PATTERN_SEPARATOR + following.shift(-(length - 1))
+        pairs = pd.DataFrame({"plan_seq": steps["plan_seq"], "pattern_text": text})
+        found.append(pairs.dropna().drop_duplicates().assign(length=length))
+    return found
+
+
+def stratified_ngrams(
+    plans: pd.DataFrame, steps: pd.DataFrame, *, max_length: int = 4, min_support: int = 20
+) -> pd.DataFrame:
+    """The n-grams of :func:`ngrams` with their effect within goal types, by pandas groupby.
+
+    For every sequence in at least ``min_support`` plans: its plans and successes per goal
+    type (plans without one form their own stratum, ``(none)``), then the Mantel-Haenszel
+    odds ratio and the Cochran-Mantel-Haenszel chi-square and p-value (no continuity
+    correction) over the strata where both margins vary. Columns: pattern_text, length,
+    plans, successes, mh_odds_ratio, cmh_statistic, cmh_p_value.
+    """
+    from scipy.stats import chi2
+
+    by_seq = plans.set_index("seq")
+    goal = by_seq["goal_type"].fillna(NO_GOAL_TYPE)
+    succeeded = by_seq["status"] == "succeeded"
+    strata = pd.DataFrame({"goal": goal, "won": succeeded}).groupby("goal")["won"]
+    totals = pd.DataFrame({"n": strata.size(), "s": strata.sum()})
+    tables = []
+    for pairs in _plan_pairs(steps, max_length):
+        pairs = pairs.assign(goal=pairs["plan_seq"].map(goal), won=pairs["plan_seq"].map(succeeded))
+        counts = pairs.groupby(["pattern_text", "length", "goal"])["won"].agg(x="size", a="sum")
+        support = counts.groupby(level="pattern_text")["x"].transform("sum")
+        tables.append(counts[support >= min_support])
+    cells = pd.concat(tables).reset_index().join(totals, on="goal")
+    cells = cells.astype({"x": "float64", "a": "float64", "n": "float64", "s": "float64"})
+    summed = cells.groupby(["pattern_text", "length"])[["x", "a"]].sum()
+    used = cells[(cells["x"] < cells["n"]) & (cells["s"] > 0) & (cells["s"] < cells["n"])]
+    b, c = used["x"] - used["a"], used["s"] - used["a"]
+    d = used["n"] - used["x"] - c
+    n = used["n"]
+    terms = pd.DataFrame({
+        "pattern_text": used["pattern_text"], "length": used["length"],
+        "r": used["a"] * d / n, "q": b * c / n, "gap": used["a"] - used["x"] * used["s"] / n,
+        "v": used["x"] * (n - used["x"]) * used["s"] * (n - used["s"]) / (n * n * (n - 1)),
+    }).groupby(["pattern_text", "length"]).sum()  # fmt: skip
+    table = summed.join(terms, how="left")
+    statistic = table["gap"] ** 2 / table["v"]
+    return pd.DataFrame({
+        "plans": table["x"].astype("int64"), "successes": table["a"].astype("int64"),
+        "mh_odds_ratio": table["r"] / table["q"], "cmh_statistic": statistic,
+        "cmh_p_value": chi2.sf(statistic, 1),
+    }).reset_index()  # fmt: skip
+
+
 # -- PM4Py and prefixspan ------------------------------------------------------------------
 
 

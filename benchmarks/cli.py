@@ -28,7 +28,9 @@ ORDER = [
     "analyze",
     "pandas_rates",
     "extract",
+    "extract_stratified",
     "pandas_ngrams",
+    "pandas_cmh",
     "prefixspan_20",
     "prefixspan_5pct",
     "pm4py_variants",
@@ -41,9 +43,10 @@ KEPT = {
     "pandas_rates": "pandas_rates",
     "pandas_ngrams": "pandas_ngrams",
 }
+STRATIFIED_KEPT = {"extract_stratified": "metalearn_stratified", "pandas_cmh": "pandas_stratified"}
 NOT_QUICK = ("agent_job_all",)
 """--quick leaves out the whole-history agent job (not one of the issue's rows)."""
-PLAN_COUNTS = ("cold_build", "pandas_load", "analyze", "extract")
+PLAN_COUNTS = ("cold_build", "pandas_load", "analyze", "extract", "extract_stratified")
 
 EPILOG = """other benchmarks:
   python -m benchmarks background [--history N --plans N ...]   event-loop lag, finalize latency
@@ -151,6 +154,7 @@ def _agreement(n: int, stats: dict[str, suite.Stat], outdir: Path) -> list[str] 
         for case in PLAN_COUNTS
         if (s := stats.get(case)) and "plans" in s.info and s.info["plans"] != n
     ]
+    problems += _stratified_agreement(n, stats, outdir) or []
     paths = {case: outdir / f"{kept}-{n}.pkl" for case, kept in KEPT.items()}
     if any(stats.get(c) is None or stats[c].seconds is None for c in KEPT):
         return problems or None
@@ -158,6 +162,14 @@ def _agreement(n: int, stats: dict[str, suite.Stat], outdir: Path) -> list[str] 
     return problems + agreement.compare(
         kept["analyze"], kept["extract"], kept["pandas_rates"], kept["pandas_ngrams"]
     )
+
+
+def _stratified_agreement(n: int, stats: dict[str, suite.Stat], outdir: Path) -> list[str] | None:
+    """Compare the stratified figures of the timed runs (None: not both ran)."""
+    if any(stats.get(c) is None or stats[c].seconds is None for c in STRATIFIED_KEPT):
+        return None
+    ours, theirs = (pd.read_pickle(outdir / f"{kept}-{n}.pkl") for kept in STRATIFIED_KEPT.values())
+    return agreement.compare_stratified(ours, theirs)
 
 
 def _loud(lines: list[str]) -> None:

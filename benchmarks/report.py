@@ -23,6 +23,8 @@ PAIRS: list[tuple[str, str | None]] = [
     ("refresh_1000", None),
     ("analyze", "pandas_rates"),
     ("extract", "pandas_ngrams"),
+    ("extract_stratified", "extract"),
+    ("extract_stratified", "pandas_cmh"),
     ("extract", "prefixspan_20"),
     ("extract", "prefixspan_5pct"),
     ("extract", "pm4py_variants"),
@@ -36,8 +38,13 @@ SECONDS_TARGETS = {
     "refresh_1": 0.020,
     "analyze": 1.0,
     "extract": 3.0,
+    "extract_stratified": 3.0,
     "agent_job": 0.300,
 }
+STRATIFIED_OVER_POOLED = 1.5
+"""The stratified extract (defaults) may take at most this times the pooled one."""
+POOLED_EXTRACT_BEFORE_S = 1.61
+"""The pooled extract at 1M plans before stratification existed (benchmarks.md of 2026-11-28)."""
 SPEEDUP_TARGETS = {"pandas_ngrams": 6.0, "prefixspan_20": 10.0}
 VERSIONS = [
     "numpy",
@@ -154,6 +161,20 @@ class Report:
         stopped = f"{limit.limit_s:g} s" if limit and limit.limit_s else "its limit"
         return f"{fast} faster (baseline stopped at {stopped}: raise --timeout)", None
 
+    def _stratified_ratio(self) -> tuple[str, bool | None]:
+        ours, pooled = (
+            self.stat(TARGET_SIZE, "extract_stratified"),
+            self.stat(TARGET_SIZE, "extract"),
+        )
+        if ours is None or ours.seconds is None or pooled is None or not pooled.seconds:
+            return "not measured", None
+        now, before = ours.seconds / pooled.seconds, ours.seconds / POOLED_EXTRACT_BEFORE_S
+        text = (
+            f"{now:.2f}x today's pooled run ({seconds(pooled.seconds)}); "
+            f"{before:.2f}x the pooled extract before ({POOLED_EXTRACT_BEFORE_S:g} s)"
+        )
+        return text, max(now, before) <= STRATIFIED_OVER_POOLED
+
     def _peak(self) -> tuple[str, bool | None]:
         stats = [
             s
@@ -198,6 +219,11 @@ class Report:
             ("  ... and flat as history grows", (self._refresh_flat(), None)),
             ("analyze_execution_patterns <= 1 s", self._met_seconds("analyze")),
             ("extract_successful_patterns (1-4) <= 3 s", self._met_seconds("extract")),
+            (
+                "stratified extract, defaults (goal type + findings) <= 3 s",
+                self._met_seconds("extract_stratified"),
+            ),
+            ("  ... and <= 1.5x the pooled extract", self._stratified_ratio()),
             ("extract >= 6x faster than pandas n-grams", self._met_speedup("pandas_ngrams")),
             ("extract >= 10x faster than prefixspan", self._met_speedup("prefixspan_20")),
             (
@@ -215,6 +241,7 @@ class Report:
             ("refresh_1", None): "<= 20 ms",
             ("analyze", "pandas_rates"): "<= 1 s",
             ("extract", "pandas_ngrams"): "<= 3 s and >= 6x faster",
+            ("extract_stratified", "extract"): "<= 3 s and <= 1.5x",
             ("extract", "prefixspan_20"): ">= 10x faster",
             ("agent_job", None): "<= 300 ms",
         }.get((ours, theirs), "")
@@ -223,6 +250,8 @@ class Report:
         checks = [] if theirs in ("prefixspan_20",) else [self._met_seconds(ours)[1]]
         if theirs in SPEEDUP_TARGETS:
             checks.append(self._met_speedup(theirs)[1])
+        if (ours, theirs) == ("extract_stratified", "extract"):
+            checks.append(self._stratified_ratio()[1])
         if None in checks:
             return text, "?"
         return text, "met" if all(checks) else "NOT MET"
@@ -235,7 +264,12 @@ class Report:
         for n in sorted(self.results):
             for ours, theirs in PAIRS:
                 a, b = self.stat(n, ours), self.stat(n, theirs) if theirs else None
-                if (a is None and b is None) or (theirs and b is None and ours == "extract"):
+                stratified = ours == "extract_stratified"
+                if (
+                    (a is None and b is None)
+                    or (theirs and b is None and ours == "extract")
+                    or (stratified and (a is None or b is None))
+                ):
                     continue
                 target, met = self._row_target(n, ours, theirs)
                 rows.append(
@@ -310,10 +344,20 @@ class Report:
             else:
                 patterns = self.stat(n, "extract")
                 count = f"{patterns.info['patterns']:,}" if patterns else "?"
+                both = all(
+                    (s := self.stat(n, c)) is not None and s.seconds is not None
+                    for c in ("extract_stratified", "pandas_cmh")
+                )
+                stratified = (
+                    "; MH odds ratio and CMH p-value within goal types of every pattern, "
+                    "to a relative 1e-9"
+                    if both
+                    else ""
+                )
                 lines.append(
                     f"- {n:,} plans: agree (plans; plans, successes and success "
                     f"rate by agent, goal type and day; supports of all {count} "
-                    "patterns)"
+                    f"patterns{stratified})"
                 )
         return "\n".join(lines) or "- not checked"
 

@@ -161,8 +161,31 @@ def analyze(run: Run) -> None:
 
 
 def extract(run: Run) -> None:
-    """A warm service's call: the first one in a fresh process also pays page faults on
-    fresh memory for its big integer arrays (~1 s at 1M plans), shown as a detail."""
+    """A warm service's call, pooled (``stratify_by=None``: what extraction did before it
+    was stratified; findings included). The first call in a fresh process also pays page
+    faults on fresh memory for its big integer arrays (~1 s at 1M plans), shown as a detail."""
+    options = {
+        "time_range_days": None,
+        "min_length": 1,
+        "max_length": agreement.MAX_LENGTH,
+        "min_support": agreement.MIN_SUPPORT,
+        "stratify_by": None,
+    }
+    with run.service() as service:
+        with run.timed("first call"):
+            service.extract_successful_patterns_sync(**options)
+        with run.timed("call"):
+            report = service.extract_successful_patterns_sync(**options)
+    run.info.update(
+        plans=report.n_plans,
+        patterns=len(report.patterns),
+        significant=int(report.patterns["significant"].sum()),
+    )
+    run.keep("metalearn_patterns", agreement.metalearn_patterns(report))
+
+
+def extract_stratified(run: Run) -> None:
+    """The same call with the default options: stratified by goal type, findings computed."""
     options = {
         "time_range_days": None,
         "min_length": 1,
@@ -178,8 +201,9 @@ def extract(run: Run) -> None:
         plans=report.n_plans,
         patterns=len(report.patterns),
         significant=int(report.patterns["significant"].sum()),
+        findings=len(report.findings),
     )
-    run.keep("metalearn_patterns", agreement.metalearn_patterns(report))
+    run.keep("metalearn_stratified", agreement.metalearn_stratified(report))
 
 
 def _default_window_days() -> float | None:
@@ -236,6 +260,16 @@ def pandas_ngrams(run: Run) -> None:
         )
     run.info["patterns"] = len(table)
     run.keep("pandas_ngrams", table)
+
+
+def pandas_cmh(run: Run) -> None:
+    plans, steps = run.frames()
+    with run.timed("stratified", limited=True):
+        table = baselines.stratified_ngrams(
+            plans, steps, max_length=agreement.MAX_LENGTH, min_support=agreement.MIN_SUPPORT
+        )
+    run.info["patterns"] = len(table)
+    run.keep("pandas_stratified", table)
 
 
 def pm4py_variants(run: Run) -> None:
@@ -305,9 +339,16 @@ CASES = {
         ),
         Case(
             "extract",
-            "extract_successful_patterns (lengths 1-4, whole history)",
+            "extract_successful_patterns pooled (stratify_by=None, lengths 1-4, whole history)",
             "metalearn",
             extract,
+            "call",
+        ),
+        Case(
+            "extract_stratified",
+            "extract_successful_patterns defaults (by goal type + findings, lengths 1-4)",
+            "metalearn",
+            extract_stratified,
             "call",
         ),
         Case(
@@ -344,6 +385,13 @@ CASES = {
             "pandas",
             pandas_ngrams,
             "ngrams",
+        ),
+        Case(
+            "pandas_cmh",
+            "pandas n-grams 1-4 per goal type: MH odds ratio and CMH test",
+            "pandas",
+            pandas_cmh,
+            "stratified",
         ),
         Case(
             "prefixspan_20",

@@ -16,10 +16,10 @@ from metalearn._results import (
     TOOL_COLUMNS,
     ExecutionAnalysis,
 )
-from metalearn._stats import wilson_interval
+from metalearn._stats import low_n, wilson_interval
 from metalearn._warehouse import Snapshot
 
-__all__ = ["analyze", "analyze_groups", "with_rates"]
+__all__ = ["analyze", "analyze_groups", "with_rates", "with_rates_flagged"]
 
 
 def with_rates(frame: pd.DataFrame) -> pd.DataFrame:
@@ -30,6 +30,12 @@ def with_rates(frame: pd.DataFrame) -> pd.DataFrame:
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = np.where(plans > 0, successes / plans, np.nan)
     return frame.assign(success_rate=rate, ci_low=low, ci_high=high)
+
+
+def with_rates_flagged(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`with_rates`, and ``low_n`` where the rate rests on too little."""
+    frame = with_rates(frame)
+    return frame.assign(low_n=low_n(frame["plans"], frame["ci_low"], frame["ci_high"]))
 
 
 def _counts(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
@@ -71,7 +77,7 @@ def _overall(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _ranked(key: str, columns: list[str]) -> Callable[[pd.DataFrame], pd.DataFrame]:
     def finish(frame: pd.DataFrame) -> pd.DataFrame:
-        frame = with_rates(frame).sort_values(
+        frame = with_rates_flagged(frame).sort_values(
             ["group_key", "plans", key], ascending=[True, False, True], na_position="first"
         )
         return frame[["group_key", *columns]]
@@ -85,7 +91,7 @@ def _tools(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _rated(columns: list[str]) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    return lambda frame: with_rates(frame)[["group_key", *columns]]
+    return lambda frame: with_rates_flagged(frame)[["group_key", *columns]]
 
 
 def _kept(columns: list[str]) -> Callable[[pd.DataFrame], pd.DataFrame]:
@@ -112,7 +118,7 @@ def analyze_groups(snapshot: Snapshot, window: Window) -> dict[str | None, Execu
     }
     return {
         key: ExecutionAnalysis(
-            overall=with_rates(_overall(got["overall"][key]))[PLAN_COLUMNS],
+            overall=with_rates_flagged(_overall(got["overall"][key]))[PLAN_COLUMNS],
             by_agent=got["agents"][key],
             by_goal_type=got["goals"][key],
             by_tool=got["tools"][key],

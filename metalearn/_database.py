@@ -18,12 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, Table, create_engine, event, func, insert, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    create_engine,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
 from metalearn._errors import InvalidArgumentError
-from metalearn._schema import PLAN_COUNTER, STORE_ID, counters, metadata, plans
+from metalearn._schema import ADDED_COLUMNS, PLAN_COUNTER, STORE_ID, counters, metadata, plans
 
 __all__ = ["DEFAULT_URL", "URL_VARIABLE", "Database", "default_url", "frame_rows", "insert_rows"]
 
@@ -186,7 +196,9 @@ class Database:
         Safe when many processes open a fresh store at once: creation runs in one
         transaction that first takes a lock every creator waits for (SQLite: the database
         write lock, by ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-level advisory lock),
-        so the first creates everything and the others find it there.
+        so the first creates everything and the others find it there. A store created by
+        an older version gains the columns added since (:data:`ADDED_COLUMNS`) in the same
+        transaction.
         """
         if self._schema_ready:
             return
@@ -196,6 +208,7 @@ class Database:
             with self._serial, self.engine.connect() as conn:
                 self._lock_for_creation(conn)
                 metadata.create_all(conn, checkfirst=True)
+                _add_missing_columns(conn)
                 self._store_id = _ensure_counters(conn)
                 conn.commit()
             self._schema_ready = True
@@ -226,7 +239,7 @@ class Database:
 
 def _column_values(column: pd.Series) -> list[Any]:
     """Python values with every missing cell as None (what DB-API drivers expect)."""
-    if column.dtype.kind in "iub":
+    if column.dtype.kind in "iub" and not column.hasnans:
         return column.tolist()
     values = column.astype(object)
     return values.where(column.notna(), None).tolist()
@@ -254,6 +267,20 @@ def insert_rows(
                 f"VALUES ({', '.join([marker] * len(columns))})"
             )
             conn.exec_driver_sql(sql, chunk)
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` each added column an older store's table lacks.
+
+    The added columns are nullable, so the rows written before read back as NULL.
+    """
+    inspector = inspect(conn)
+    for name, columns in ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(name)}
+        table = metadata.tables[name]
+        for column in (table.c[c] for c in columns if c not in present):
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {column.name} {kind}")
 
 
 def _ensure_counters(conn: Connection) -> int:

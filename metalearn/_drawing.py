@@ -22,10 +22,11 @@ import pandas as pd
 from matplotlib import dates as mdates
 from matplotlib import ticker
 from matplotlib.axes import Axes
+from numpy.typing import NDArray
 
 from metalearn._errors import InvalidArgumentError
 from metalearn._queue import METRIC_COLUMNS
-from metalearn._stats import wilson_interval
+from metalearn._stats import low_n, wilson_interval
 
 if TYPE_CHECKING:
     from metalearn._results import ChangeReport, ExecutionAnalysis, HintTable, PatternReport
@@ -54,7 +55,7 @@ GroupBy = Literal["agent", "goal_type", "tool"]
 Draw = Callable[[Axes], None]
 Picture = tuple[Draw, tuple[float, float]]  # what to draw, and the figure size it wants
 
-_BLUE, _GREY, _INK = "#4c72b0", "#9a9a9a", "#333333"
+_BLUE, _GREY, _INK, _PALE = "#4c72b0", "#9a9a9a", "#333333", "#b8c7e0"
 _SUCCESS, _FAILURE = "#1b9e77", "#d95f02"  # told apart by colour-blind readers too
 _GROUPS: dict[str, tuple[str, str, str]] = {  # by: (key column, table, title)
     "agent": ("agent_id", "by_agent", "Success rate by agent"),
@@ -163,20 +164,33 @@ def success_rates_picture(analysis: ExecutionAnalysis | pd.DataFrame, by: str, t
     return draw, _bar_figsize(len(shown))
 
 
+def _low_n(frame: pd.DataFrame) -> NDArray[np.bool_]:
+    """The ``low_n`` flags of a rate table (worked out when a hand-made table lacks them)."""
+    if "low_n" in frame:
+        flags: NDArray[np.bool_] = frame["low_n"].to_numpy(dtype=bool)
+        return flags
+    return low_n(frame["plans"], frame["ci_low"], frame["ci_high"])
+
+
 def _rate_bars(ax: Axes, frame: pd.DataFrame, key: str, baseline: float) -> None:
     y = np.arange(len(frame))
     rate = frame["success_rate"].to_numpy(dtype="float64")
     high = frame["ci_high"].to_numpy(dtype="float64")
     error = np.vstack([rate - frame["ci_low"].to_numpy(dtype="float64"), high - rate])
-    ax.barh(y, rate, height=0.6, color=_BLUE, xerr=error, ecolor=_INK, capsize=3)
-    for row, end, n in zip(y.tolist(), high, frame["plans"], strict=True):
-        _label(ax, end, row, f"n={n:,}")
+    low = _low_n(frame)
+    colours = np.where(low, _PALE, _BLUE).tolist()
+    ax.barh(y, rate, height=0.6, color=colours, xerr=error, ecolor=_INK, capsize=3)
+    for row, end, n, few in zip(y.tolist(), high, frame["plans"], low, strict=True):
+        _label(ax, end, row, f"n={n:,}" + (" (low n)" if few else ""))
     labels = [_shorten(v if v == v else "(none)", 40) for v in frame[key].tolist()]
     ax.set_yticks(y, labels=labels)
     ax.set_ylim(-0.6, len(frame) + 0.2)  # a free row on top for the baseline's label
     ax.set_xlim(0, 1.13)
     _percent_axis(ax, "x")
     ax.set_xlabel("success rate (% of plans; bars: 95% Wilson interval)")
+    if low.any():
+        ax.set_xlabel(f"{ax.get_xlabel()}\npale bars: low n (fewer than 30 plans or an "
+                      "interval wider than 25 points)")  # fmt: skip
     if baseline == baseline:
         ax.axvline(baseline, color=_INK, linestyle="--", linewidth=1)
         _label(ax, baseline, len(frame) - 0.1, f"all plans: {baseline:.1%}")
@@ -245,6 +259,10 @@ def _trend_lines(ax: Axes, frame: pd.DataFrame, baseline: float) -> None:
     (line,) = ax.plot(days, frame["success_rate"], color=_BLUE, marker="o", markersize=3,
                       label="success rate")  # fmt: skip
     handles = [line, band, bars]
+    low = _low_n(frame)
+    if low.any():
+        handles.append(ax.scatter(days[low], frame["success_rate"][low], s=36, zorder=3,
+                                  facecolors="white", edgecolors=_BLUE, label="low n"))  # fmt: skip
     if baseline == baseline:
         handles.append(ax.axhline(baseline, color=_INK, linestyle="--", linewidth=1,
                                   label=f"all plans: {baseline:.1%}"))  # fmt: skip
@@ -310,11 +328,13 @@ def _folded(rows: pd.DataFrame) -> pd.DataFrame:
 def strongest_patterns(
     report: PatternReport | pd.DataFrame, *, top: int = 15, fold: bool = True
 ) -> pd.DataFrame:
-    """The significant patterns :func:`plot_patterns` draws: the ``top`` furthest from lift 1.
+    """The patterns :func:`plot_patterns` draws: the ``top`` findings furthest from no effect.
 
-    Ranked by ``|log(lift)|``, so strong failure patterns (lift well below 1) rank with
-    strong success patterns. With ``fold`` (the default) overlapping rows are folded first,
-    because a planted or real pattern drags many near-copies into significance:
+    Ranked by the size of the effect, ``|log(mh_odds_ratio)|`` (``|log(lift)|`` for a
+    table without it), so strong failure patterns rank with strong success patterns.
+    With ``fold`` (the default) only the findings are drawn (``finding``: significant and
+    not explained by a stronger overlapping pattern). A table without a ``finding``
+    column is folded the older, simpler way:
 
     - a pattern inside a longer one found in exactly the same plans gives way to it
       (``retry`` and ``retry → retry`` to ``retry → retry → retry`` when ``retry`` only
@@ -322,7 +342,8 @@ def strongest_patterns(
     - a pattern that extends a significant pattern of the same direction found in more
       plans gives way to it (``query_db → validate_input`` to ``validate_input``).
 
-    Returns the rows of ``report.patterns`` (same columns), strongest first.
+    ``fold=False`` ranks every significant row. Returns the rows of ``report.patterns``
+    (same columns), strongest first.
 
     >>> rows = pd.DataFrame({
     ...     "pattern": [("a",), ("a", "b"), ("x", "a", "b"), ("c",)],
@@ -338,22 +359,28 @@ def strongest_patterns(
     _require(patterns, ["pattern", "plans", "lift", "significant", "direction"], "patterns")
     rows = patterns[patterns["significant"].astype(bool)]
     if fold:
-        rows = _folded(rows)
-    strength = np.abs(np.log(np.clip(rows["lift"].to_numpy(dtype="float64"), _LIFT_FLOOR, None)))
+        rows = rows[rows["finding"].astype(bool)] if "finding" in rows else _folded(rows)
+    effect = rows["mh_odds_ratio"] if "mh_odds_ratio" in rows else rows["lift"]
+    clipped = np.clip(effect.to_numpy(dtype="float64"), _LIFT_FLOOR, 1 / _LIFT_FLOOR)
+    strength = np.abs(np.log(np.nan_to_num(clipped, nan=1.0)))
     order = np.lexsort((-rows["plans"].to_numpy(), -strength))
     return rows.iloc[order[:top]].reset_index(drop=True)
 
 
 def patterns_picture(report: PatternReport | pd.DataFrame, top: int, fold: bool) -> Picture:
     patterns = report if isinstance(report, pd.DataFrame) else _held(report, "patterns")
-    rows = strongest_patterns(patterns, top=top, fold=fold).sort_values("lift")
-    baseline = _baseline(report, patterns)
+    rows = strongest_patterns(patterns, top=top, fold=fold)
+    odds = "mh_odds_ratio" in rows
+    rows = rows.sort_values("mh_odds_ratio" if odds else "lift")
+    baseline = np.nan if odds else _baseline(report, patterns)
     significant = int(patterns["significant"].sum()) if len(patterns) else 0
     title = "Tool sequences that go with success and with failure"
+    strata = None if isinstance(report, pd.DataFrame) else report.stratify_by
     if not isinstance(report, pd.DataFrame):
         rate = f"{report.baseline_rate:.1%} succeeded"
         title = _title(title, report, f"{report.n_plans:,} plans, {rate}")
-    caption = f"{len(rows)} of {significant:,} significant patterns ({len(patterns):,} tested)"
+    shown = "findings" if fold and "finding" in patterns else "significant patterns"
+    caption = f"{len(rows)} {shown} of {significant:,} significant ({len(patterns):,} tested)"
     fdr = "" if isinstance(report, pd.DataFrame) else f", FDR {report.fdr:g}"
 
     def draw(ax: Axes) -> None:
@@ -362,10 +389,49 @@ def patterns_picture(report: PatternReport | pd.DataFrame, top: int, fold: bool)
             tested = f"{len(patterns):,} tool sequences tested"
             _say_empty(ax, f"no significant patterns\n({tested}{fdr})")
             return
-        _lift_bars(ax, rows, baseline)
-        ax.set_xlabel(f"{ax.get_xlabel()}\n{caption}" + (", overlaps folded" if fold else ""))
+        if odds:
+            _odds_bars(ax, rows, strata)
+        else:
+            _lift_bars(ax, rows, baseline)
+        folded = ", overlaps folded" if fold and "finding" not in patterns else ""
+        ax.set_xlabel(f"{ax.get_xlabel()}\n{caption}{folded}")
 
     return draw, _bar_figsize(len(rows))
+
+
+def _odds_bars(ax: Axes, rows: pd.DataFrame, strata: str | None) -> None:
+    """One bar per finding from odds ratio 1 to its MH odds ratio, with its 95% interval."""
+    y = np.arange(len(rows))
+    odds = np.clip(rows["mh_odds_ratio"].to_numpy(dtype="float64"), _LIFT_FLOOR, 1 / _LIFT_FLOOR)
+    low = np.clip(rows["mh_ci_low"].to_numpy(dtype="float64"), _LIFT_FLOOR, odds)
+    high = np.clip(rows["mh_ci_high"].to_numpy(dtype="float64"), odds, 1 / _LIFT_FLOOR)
+    low, high = np.nan_to_num(low, nan=_LIFT_FLOOR), np.nan_to_num(high, nan=1 / _LIFT_FLOOR)
+    success = (rows["direction"] == "success").to_numpy()
+    ax.barh(y, odds - 1, left=1, height=0.6, color=np.where(success, _SUCCESS, _FAILURE).tolist())
+    ax.errorbar(odds, y, xerr=np.vstack([odds - low, high - odds]), fmt="none", ecolor=_INK,
+                capsize=3, linewidth=1)  # fmt: skip
+    simpson = rows["simpson"].to_numpy(dtype=bool) if "simpson" in rows else np.zeros(len(y), bool)
+    for row, up, down, n, good, flip, lift in zip(y.tolist(), high, low, rows["plans"], success,
+                                                  simpson, rows["lift"], strict=True):  # fmt: skip
+        text = f"n={n:,}" + (f"  Simpson: pooled lift {lift:.2f}\u00d7" if flip else "")
+        _label(ax, up if good else down, row, text, left=not good)
+    ax.axvline(1, color=_INK, linewidth=1)
+    _lift_axis(ax, float(low.min()), float(high.max()))
+    labels = [("\u26a0 " if flip else "") + _shorten(" → ".join(p), 58)
+              for p, flip in zip(rows["pattern"], simpson, strict=True)]  # fmt: skip
+    ax.set_yticks(y, labels=labels)
+    ax.set_ylim(-0.6, len(rows) + 0.2)
+    within = "pooled, no strata" if strata is None else f"within {strata} strata"
+    ax.set_xlabel(f"MH odds ratio of success, {within} (log scale, 95% CI)")
+    _side_titles(ax, len(rows))
+
+
+def _side_titles(ax: Axes, rows: int) -> None:
+    for text, left, colour in [("goes with success →", False, _SUCCESS),
+                               ("← goes with failure", True, _FAILURE)]:  # fmt: skip
+        ax.annotate(text, (1, rows - 0.1), xytext=(-6 if left else 6, 0), color=colour,
+                    textcoords="offset points", ha="right" if left else "left", va="center",
+                    fontsize=9, fontweight="bold")  # fmt: skip
 
 
 def _baseline(report: PatternReport | pd.DataFrame, patterns: pd.DataFrame) -> float:
@@ -391,11 +457,7 @@ def _lift_bars(ax: Axes, rows: pd.DataFrame, baseline: float) -> None:
     _lift_axis(ax, float(low.min()), float(high.max()))
     ax.set_yticks(y, labels=[_shorten(" → ".join(p), 60) for p in rows["pattern"]])
     ax.set_ylim(-0.6, len(rows) + 0.2)  # a free row on top says which side is which
-    for text, left, colour in [("goes with success →", False, _SUCCESS),
-                               ("← goes with failure", True, _FAILURE)]:  # fmt: skip
-        ax.annotate(text, (1, len(rows) - 0.1), xytext=(-6 if left else 6, 0), color=colour,
-                    textcoords="offset points", ha="right" if left else "left", va="center",
-                    fontsize=9, fontweight="bold")  # fmt: skip
+    _side_titles(ax, len(rows))
 
 
 def _lift_axis(ax: Axes, low: float, high: float) -> None:
@@ -424,13 +486,16 @@ def plot_patterns(
     fold: bool = True,
     ax: Axes | None = None,
 ) -> Axes:
-    """The strongest significant patterns by lift, success and failure in two colours.
+    """The report's findings by effect size, success and failure in two colours.
 
-    One bar per pattern from lift 1 to its lift on a log axis (green: goes with success,
-    orange: with failure), its 95% interval (the Wilson interval of its success rate ÷
-    the baseline) and ``n=`` the plans containing it. The rows are
+    One bar per finding from odds ratio 1 to its Mantel-Haenszel odds ratio (within the
+    report's strata) on a log axis (green: goes with success, orange: with failure), its
+    95% interval and ``n=`` the plans containing it. A Simpson row (pooled, it goes the
+    other way) is marked with ⚠ and its pooled lift. The rows are
     :func:`strongest_patterns` (``top``, ``fold``). When nothing is significant the axes
-    say so. ``report`` is a :class:`~metalearn.PatternReport` or its ``patterns`` table.
+    say so. ``report`` is a :class:`~metalearn.PatternReport` or its ``patterns`` table;
+    a table without the odds-ratio columns is drawn by lift (its success rate ÷ the
+    baseline, with the Wilson interval).
 
     >>> from matplotlib.figure import Figure
     >>> empty = pd.DataFrame({"pattern": [("a",)], "plans": [30], "successes": [15],

@@ -187,8 +187,9 @@ def _tested(rows: _Rows, names: NDArray[np.object_], fdr: float) -> pd.DataFrame
     p_values = fisher_exact_two_sided(rows.successes, rows.plans, rows.node_successes,
                                       rows.node_plans)  # fmt: skip
     q_values = benjamini_hochberg_by(p_values, rows.node)
+    flagged = low_n(frame["plans"], frame["ci_low"], frame["ci_high"])
     return frame.assign(lift=lift, p_value=p_values, q_value=q_values,
-                        significant=q_values <= fdr, low_n=low_n(rows.plans))  # fmt: skip
+                        significant=q_values <= fdr, low_n=flagged)  # fmt: skip
 
 
 def _ranked(frame: pd.DataFrame, *keys: str) -> pd.DataFrame:

@@ -7,6 +7,12 @@ hashing, and supports come from ``bincount``. Apriori pruning keeps it fast: a s
 can only reach ``min_support`` plans if its prefix and suffix do, so positions whose
 prefix or suffix is rare are dropped before the next length. Statistics for all patterns
 are computed at once (:mod:`metalearn._stats`).
+
+Stratified (``stratify_by``, goal type by default), every first occurrence is counted
+under an ``n-gram * strata + stratum`` code, so one ``bincount`` per length gives the
+patterns x strata tables the Mantel-Haenszel, CMH and Breslow-Day figures reduce over.
+The (n-gram, plan) pairs of the n-grams that can still be significant are kept (int32)
+for the findings rule (:mod:`metalearn._findings`); ``plans_needed`` comes last.
 """
 
 from __future__ import annotations
@@ -22,9 +28,18 @@ from numpy.typing import NDArray
 from metalearn import _queries as q
 from metalearn._analysis import with_rates
 from metalearn._arrays import dense_codes, first_occurrences
+from metalearn._findings import Presence, findings
 from metalearn._queries import PatternOptions, Window
 from metalearn._results import PATTERN_COLUMNS, PatternReport
-from metalearn._stats import benjamini_hochberg, fisher_exact_two_sided
+from metalearn._stats import (
+    StratifiedTests,
+    benjamini_hochberg,
+    bh_threshold,
+    cmh_p_values,
+    fisher_exact_two_sided,
+    plans_needed,
+    stratified_tests,
+)
 from metalearn._warehouse import Snapshot
 
 __all__ = ["count_patterns", "extract", "extract_groups"]
@@ -34,24 +49,72 @@ Ints = NDArray[np.int64]
 
 @dataclass(frozen=True)
 class _Counts:
-    """Supports of the frequent patterns of one length."""
+    """Supports of the frequent patterns of one length, in total and per stratum."""
 
     tools: Ints  # (patterns, length) tool ids
     plans: Ints
     successes: Ints
+    strata_plans: Ints  # (patterns, strata)
+    strata_successes: Ints
+    pair_row: NDArray[np.int32]  # each (pattern, plan) pair: the pattern's row in `tools`
+    pair_plan: NDArray[np.int32]  # ... and the plan
+    p_value: NDArray[np.float64] | None = None  # Fisher's, when a _Screen computed it
 
 
-def _distinct_plan_counts(
-    gram: Ints, first: NDArray[np.bool_], in_success: NDArray[np.bool_], n_grams: int
-) -> tuple[Ints, Ints]:
-    """Per n-gram id: plans containing it at least once, and how many of those succeeded.
+@dataclass(frozen=True)
+class _Screen:
+    """Which n-grams could turn out significant, so only their plans are kept as pairs.
 
-    Counts only each n-gram's first occurrence in its plan (no hashing of pairs);
-    ``in_success`` flags the n-grams (by start step) of plans that succeeded.
+    A significant row has q <= fdr, so its p-value is at most ``fdr``: the CMH p-value
+    within the strata of ``plans``/``successes`` when stratified, else Fisher's pooled p.
+    Fisher's p-values computed here (pooled) are handed on to the report, so screening
+    costs only its extra calls (one per length instead of one in all).
     """
-    support = np.bincount(gram[first], minlength=n_grams)
-    successes = np.bincount(gram[first & in_success], minlength=n_grams)
-    return support.astype(np.int64, copy=False), successes.astype(np.int64, copy=False)
+
+    fdr: float
+    plans: Ints  # per stratum (one stratum: pooled)
+    successes: Ints
+    stratified: bool
+
+    def apply(
+        self, by_stratum: Ints, wins: Ints
+    ) -> tuple[NDArray[np.float64] | None, NDArray[np.bool_]]:
+        """Fisher's p-values of these n-grams (pooled only), and which may be significant."""
+        if self.stratified:
+            p = cmh_p_values(wins, by_stratum, self.successes[None, :], self.plans[None, :])
+            return None, np.nan_to_num(p, nan=1.0) <= self.fdr
+        x, k = by_stratum.sum(axis=1), wins.sum(axis=1)
+        fisher = fisher_exact_two_sided(k, x, int(self.successes.sum()), int(self.plans.sum()))
+        return fisher, fisher <= self.fdr
+
+
+@dataclass(frozen=True)
+class _Firsts:
+    """The first occurrence of each n-gram in each plan: one entry per (n-gram, plan)."""
+
+    gram: Ints
+    plan: NDArray[np.int32]
+
+    @classmethod
+    def of(cls, gram: Ints, first: NDArray[np.bool_], plan: NDArray[np.int32]) -> _Firsts:
+        size = len(gram)
+        return cls(gram[first[:size]], plan[:size][first[:size]])
+
+    def counts(
+        self, succeeded: NDArray[np.bool_], stratum: Ints | None, n_grams: int, n_strata: int
+    ) -> tuple[Ints, Ints]:
+        """Per n-gram and stratum: plans containing it, and how many of those succeeded.
+
+        Counting first occurrences only needs no hashing of (plan, n-gram) pairs; two
+        ``bincount`` calls over ``n-gram * n_strata + stratum`` codes give both (n_grams,
+        n_strata) matrices.
+        """
+        code = self.gram if stratum is None else self.gram * n_strata + stratum[self.plan]
+        size = n_grams * n_strata
+        support = np.bincount(code, minlength=size)
+        successes = np.bincount(code[succeeded[self.plan]], minlength=size)
+        return (support.astype(np.int64, copy=False).reshape(n_grams, n_strata),
+                successes.astype(np.int64, copy=False).reshape(n_grams, n_strata))  # fmt: skip
 
 
 def count_patterns(
@@ -65,36 +128,69 @@ def count_patterns(
     max_length: int,
     min_support: int,
     first_call: NDArray[np.bool_] | None = None,
+    stratum: Ints | None = None,
+    n_strata: int = 1,
+    screen: _Screen | None = None,
 ) -> list[_Counts]:
     """Frequent contiguous n-grams of tool ids, lengths ``min_length..max_length``.
 
     One entry per step, grouped by plan in step order: ``plan`` (index into
     ``succeeded``), ``tool`` (id) and ``offset`` (position within the plan).
     ``first_call`` (each tool's first call in its plan), when known, saves a pass.
+    ``stratum`` (per plan, ``0..n_strata-1``) splits every count by stratum.
+    ``screen`` keeps the (n-gram, plan) pairs only of the n-grams that may turn out
+    significant (at a million plans the others' pairs are most of the memory).
     """
     ids, valid = tool.astype(np.int64), np.ones(len(tool), dtype=bool)
     decode: Ints = np.arange(n_tools, dtype=np.int64)[:, None]
     found = []
     first = first_occurrences(ids, offset) if first_call is None else first_call
-    in_success = succeeded[plan]  # per step: its plan succeeded
+    strata = max(n_strata, 1) if stratum is not None else 1
+    plan32 = plan.astype(np.int32)  # half the memory traffic of the per-length passes
     for length in range(1, max_length + 1):
         if length > 1:
-            ids, valid, decode = _extend(plan, tool, ids, valid, decode, length, n_tools)
+            ids, valid, decode = _extend(plan32, tool, ids, valid, decode, length, n_tools)
             # A sequence can only repeat in a plan where its prefix (one shorter) repeats.
             first = first_occurrences(ids, offset[: len(ids)], valid, ~first[: len(ids)])
         if not valid.any():
             break
-        n_grams = len(decode)
-        support, successes = _distinct_plan_counts(ids, first, in_success[: len(ids)], n_grams)
-        frequent = support >= min_support
+        firsts = _Firsts.of(ids, first, plan32)
+        by_stratum, wins = firsts.counts(succeeded, stratum, len(decode), strata)
+        frequent = by_stratum.sum(axis=1) >= min_support
         if length >= min_length:
-            found.append(_Counts(decode[frequent], support[frequent], successes[frequent]))
+            paired, fisher = frequent, None
+            if screen is not None:
+                fisher, may = screen.apply(by_stratum[frequent], wins[frequent])
+                paired = np.zeros_like(frequent)
+                paired[frequent] = may
+            found.append(_frequent(decode, by_stratum, wins, frequent, paired, firsts, fisher))
         valid &= frequent[np.where(valid, ids, 0)]
     return found
 
 
+def _frequent(
+    decode: Ints,
+    by_stratum: Ints,
+    wins: Ints,
+    frequent: NDArray[np.bool_],
+    paired: NDArray[np.bool_],
+    firsts: _Firsts,
+    fisher: NDArray[np.float64] | None,
+) -> _Counts:
+    """The counts of the frequent n-grams, and which plans hold each of the ``paired``
+    ones (for findings)."""
+    row = (np.cumsum(frequent) - 1).astype(np.int32)
+    keep = paired[firsts.gram]
+    strata_plans, strata_successes = by_stratum[frequent], wins[frequent]
+    return _Counts(
+        decode[frequent], strata_plans.sum(axis=1), strata_successes.sum(axis=1),
+        strata_plans, strata_successes,
+        row[firsts.gram[keep]], firsts.plan[keep], fisher,
+    )  # fmt: skip
+
+
 def _extend(
-    plan: Ints,
+    plan: NDArray[np.int32],
     tool: Ints,
     ids: Ints,
     valid: NDArray[np.bool_],
@@ -115,36 +211,135 @@ def _extend(
     return new_ids, extendable, new_decode
 
 
+@dataclass(frozen=True)
+class _Strata:
+    """The strata of one group's plans: per stratum totals, and per plan its stratum."""
+
+    plans: Ints  # per stratum: every plan of the group (with steps or not)
+    successes: Ints
+    plan_stratum: Ints  # per plan with steps (the index of _Steps), its stratum
+
+
+def _concat(counts: list[_Counts], field: str, width: int = 0) -> NDArray[np.int64]:
+    if counts:
+        joined: NDArray[np.int64] = np.concatenate([getattr(c, field) for c in counts])
+        return joined
+    return np.empty((0, width) if width else 0, np.int64)
+
+
+def _stratified(
+    frame: pd.DataFrame, counts: list[_Counts], strata: _Strata, n_plans: int, n_successes: int
+) -> StratifiedTests:
+    """The MH/CMH figures of every row (one stratum of all plans when unstratified)."""
+    width = strata.plans.size
+    x, k = _concat(counts, "strata_plans", width), _concat(counts, "strata_successes", width)
+    if width == 1:  # pooled: the plans without steps count too
+        return stratified_tests(k, x, [[n_successes]], [[n_plans]])
+    return stratified_tests(k, x, strata.successes[None, :], strata.plans[None, :])
+
+
 def _pattern_rows(
-    counts: list[_Counts], names: NDArray[np.object_], n_plans: int, n_successes: int, fdr: float
-) -> pd.DataFrame:
+    counts: list[_Counts],
+    names: NDArray[np.object_],
+    n_plans: int,
+    n_successes: int,
+    options: PatternOptions,
+    strata: _Strata,
+) -> tuple[pd.DataFrame, NDArray[np.int64]]:
+    """The pattern table, most significant first, and its order (rows of ``counts``)."""
     patterns = [tuple(row) for c in counts for row in names[c.tools].tolist()]
     frame = pd.DataFrame(
         {
             "pattern": pd.Series(patterns, dtype=object),
             "pattern_text": pd.Series([" → ".join(p) for p in patterns], dtype="str"),
             "length": np.array([len(p) for p in patterns], dtype=np.int64),
-            "plans": np.concatenate([c.plans for c in counts]) if counts else np.empty(0, np.int64),
-            "successes": (
-                np.concatenate([c.successes for c in counts]) if counts else np.empty(0, np.int64)
-            ),
+            "plans": _concat(counts, "plans"),
+            "successes": _concat(counts, "successes"),
         }
     )
     frame = with_rates(frame)
     baseline = n_successes / n_plans if n_plans else np.nan
-    p_values = fisher_exact_two_sided(frame["successes"], frame["plans"], n_successes, n_plans)
-    q_values = benjamini_hochberg(p_values)
+    if counts and all(c.p_value is not None for c in counts):  # computed while counting
+        p_values = np.concatenate([c.p_value for c in counts if c.p_value is not None])
+    else:
+        p_values = fisher_exact_two_sided(frame["successes"], frame["plans"], n_successes, n_plans)
+    tests = _stratified(frame, counts, strata, n_plans, n_successes)
+    stratified = options.stratify_by is not None
+    with np.errstate(invalid="ignore", divide="ignore"):  # a baseline of 0: lift NaN or inf
+        lift = frame["success_rate"].to_numpy() / baseline
+    # Unstratified, the MH figures are the pooled table's; q-values stay Fisher's.
+    cmh_p = np.where(tests.strata > 0, tests.p_value, np.nan)
+    q_values = benjamini_hochberg(np.nan_to_num(cmh_p, nan=1.0) if stratified else p_values)
+    odds = tests.odds_ratio
+    effect = np.where(np.isnan(odds), lift, odds) if stratified else lift
+    direction = np.where(effect > 1, "success", "failure")
+    significant = q_values <= options.fdr
+    pooled = np.where(lift > 1, "success", "failure")
     frame = frame.assign(
-        lift=frame["success_rate"] / baseline,
-        p_value=p_values,
-        q_value=q_values,
-        significant=q_values <= fdr,
-    )
-    frame["direction"] = pd.Series(
-        np.where(frame["lift"] > 1, "success", "failure"), index=frame.index, dtype="str"
-    )
-    frame = frame.sort_values(["p_value", "plans", "pattern_text"], ascending=[True, False, True])
-    return frame[PATTERN_COLUMNS].reset_index(drop=True)
+        lift=lift, p_value=p_values, mh_odds_ratio=odds, mh_ci_low=tests.ci_low,
+        mh_ci_high=tests.ci_high, cmh_p_value=cmh_p,
+        homogeneity_p_value=tests.homogeneity_p_value,
+        simpson=significant & (pooled != direction) & stratified,
+        strata=tests.strata, q_value=q_values, significant=significant,
+        direction=pd.Series(direction, dtype="str"),
+    )  # fmt: skip
+    strength = -np.nan_to_num(tests.log_p, nan=0.0) if stratified else -p_values
+    order = np.lexsort((frame["pattern_text"].to_numpy(), -frame["plans"].to_numpy(), -strength))
+    return frame.iloc[order].reset_index(drop=True), order.astype(np.int64)
+
+
+def _significant_pairs(
+    order: NDArray[np.int64], counts: list[_Counts], significant: NDArray[np.bool_]
+) -> tuple[Ints, Ints]:
+    """The (row in the sorted table, plan) pairs of the significant patterns only.
+
+    Only those take part in the findings rule; filtering per length first keeps the pairs
+    of the other patterns (most of them, at a million plans tens of millions) from ever
+    being copied.
+    """
+    position = np.empty(len(order), np.int64)
+    position[order] = np.arange(len(order))
+    start, rows, plans = 0, [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for c in counts:
+        local = position[start : start + len(c.tools)]
+        keep = significant[local][c.pair_row]
+        rows.append(local[c.pair_row[keep]])
+        plans.append(c.pair_plan[keep].astype(np.int64))
+        start += len(c.tools)
+    return np.concatenate(rows), np.concatenate(plans)
+
+
+def _with_findings(
+    frame: pd.DataFrame,
+    order: NDArray[np.int64],
+    counts: list[_Counts],
+    strata: _Strata,
+    succeeded: NDArray[np.bool_],
+    options: PatternOptions,
+    n_plans: int,
+    n_successes: int,
+) -> pd.DataFrame:
+    """Add ``plans_needed``, ``explained_by`` and ``finding`` to the sorted pattern table."""
+    alpha = bh_threshold(int(frame["significant"].sum()), len(frame), options.fdr)
+    needed = plans_needed(frame["plans"], frame["successes"], n_plans, n_successes,
+                          frame["mh_odds_ratio"], alpha)  # fmt: skip
+    needed = np.where(frame["significant"], 0.0, needed)
+    row, plan = _significant_pairs(order, counts, frame["significant"].to_numpy())
+    presence = Presence(
+        row=row,
+        plan=plan,
+        plan_stratum=strata.plan_stratum,
+        plan_succeeded=succeeded,
+        stratum_plans=strata.plans,
+        stratum_successes=strata.successes,
+    )  # fmt: skip
+    tested = frame["cmh_p_value"] if options.stratify_by is not None else frame["p_value"]
+    significant = frame["significant"].to_numpy()
+    explained, found = findings(list(frame["pattern"]), tested.fillna(1.0).to_numpy(),
+                                significant, presence, alpha, options.fdr)  # fmt: skip
+    frame = frame.assign(plans_needed=pd.Series(needed, dtype="Int64"),
+                         explained_by=pd.Series(explained, dtype="str"), finding=found)  # fmt: skip
+    return frame[PATTERN_COLUMNS]
 
 
 @dataclass(frozen=True)
@@ -158,6 +353,7 @@ class _Steps:
     succeeded: NDArray[np.bool_]  # per plan
     plan_group: Ints  # per plan: index into groups (or all 0 when ungrouped)
     groups: list[str | None]
+    plan_seq: Ints  # per plan: its seq
 
     @classmethod
     def read(cls, steps: pa.Table, per_agent: bool) -> _Steps:
@@ -185,6 +381,7 @@ class _Steps:
             succeeded=succeeded[starts],
             plan_group=plan_group,
             groups=groups,
+            plan_seq=seq[starts].astype(np.int64),
         )
 
     def of_group(self, key: str | None) -> NDArray[np.bool_]:
@@ -200,6 +397,47 @@ def _in_plan_order(seq: Ints, offset: Ints) -> bool:
     return bool(np.all(np.where(same_plan, offset[1:] == offset[:-1] + 1, seq[1:] > seq[:-1])))
 
 
+@dataclass(frozen=True)
+class _PlanStrata:
+    """Every plan of the window (by seq): its group, stratum and outcome."""
+
+    seq: Ints
+    group: Ints  # index into groups
+    groups: list[str | None]
+    stratum: Ints
+    n_strata: int
+    succeeded: NDArray[np.bool_]
+
+    @classmethod
+    def read(cls, table: pa.Table) -> _PlanStrata:
+        seq = table.column("seq").to_numpy()
+        if len(seq) > 1 and not bool(np.all(seq[1:] > seq[:-1])):  # never trust the order
+            table = table.take(np.argsort(seq, kind="stable"))
+        codes = pc.dictionary_encode(table.column("stratum"), null_encoding="encode")
+        codes = codes.combine_chunks()
+        groups = pc.dictionary_encode(table.column("group_key"), null_encoding="encode")
+        groups = groups.combine_chunks()
+        return cls(
+            seq=table.column("seq").to_numpy().astype(np.int64),
+            group=groups.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+            groups=groups.dictionary.to_pylist(),
+            stratum=codes.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+            n_strata=max(len(codes.dictionary), 1),
+            succeeded=table.column("succeeded").to_numpy(zero_copy_only=False).astype(bool),
+        )
+
+    def of(self, key: str | None, per_agent: bool, steps: _Steps) -> _Strata:
+        """The strata of group ``key``, with each of the steps' plans' stratum."""
+        code = self.groups.index(key) if key in self.groups else -1
+        chosen = (self.group == code) if per_agent else slice(None)
+        size = self.n_strata
+        plans = np.bincount(self.stratum[chosen], minlength=size).astype(np.int64)
+        wins = np.bincount(self.stratum[chosen][self.succeeded[chosen]], minlength=size)
+        at = np.searchsorted(self.seq, steps.plan_seq)
+        return _Strata(plans, wins.astype(np.int64), self.stratum[np.minimum(at, len(self.seq) - 1)]
+                       if len(self.seq) else np.zeros(len(at), np.int64))  # fmt: skip
+
+
 def _report(
     steps: _Steps,
     names: NDArray[np.object_],
@@ -207,33 +445,43 @@ def _report(
     options: PatternOptions,
     n_plans: int,
     n_successes: int,
+    strata: _Strata,
 ) -> pd.DataFrame:
     """The pattern table of the steps selected by ``rows`` (plan indexes stay global)."""
+    stratified = options.stratify_by is not None
+    if not stratified:  # one stratum: every plan
+        strata = _Strata(np.array([n_plans]), np.array([n_successes]),
+                         np.zeros(len(steps.plan_seq), np.int64))  # fmt: skip
     counts = count_patterns(
         steps.plan[rows], steps.tool[rows], steps.offset[rows], steps.succeeded,
         len(names), min_length=options.min_length, max_length=options.max_length,
         min_support=options.min_support, first_call=steps.first_call[rows],
+        stratum=strata.plan_stratum if stratified else None, n_strata=strata.plans.size,
+        screen=_Screen(options.fdr, strata.plans, strata.successes, stratified),
     )  # fmt: skip
-    return _pattern_rows(counts, names, n_plans, n_successes, options.fdr)
+    frame, order = _pattern_rows(counts, names, n_plans, n_successes, options, strata)
+    return _with_findings(frame, order, counts, strata, steps.succeeded, options, n_plans,
+                          n_successes)  # fmt: skip
 
 
 def extract_groups(
     snapshot: Snapshot, window: Window, options: PatternOptions
 ) -> dict[str | None, PatternReport]:
-    """Mine and test the patterns of each group of ``window`` (one query for all groups)."""
-    totals = snapshot.frame(window.sql(q.PATTERN_PLANS), window.params)
+    """Mine and test the patterns of each group of ``window`` (one query per table)."""
+    plans = _PlanStrata.read(
+        snapshot.arrow(window.sql(q.pattern_strata(options.stratify_by)), window.params)
+    )
     steps = _Steps.read(snapshot.arrow(window.sql(q.PATTERN_STEPS), window.params),
                         window.per_agent)  # fmt: skip
     names = np.array(snapshot.arrow(q.TOOLS).column("tool").to_pylist(), dtype=object)
     reports = {}
     for key in window.groups:
-        row = totals[totals["group_key"] == key] if window.per_agent else totals
-        n_plans = int(row["plans"].sum())
-        n_successes = int(row["successes"].sum())
+        strata = plans.of(key, window.per_agent, steps)
+        n_plans, n_successes = int(strata.plans.sum()), int(strata.successes.sum())
         # An ungrouped window takes every step: a slice, so no array is copied.
         rows = steps.of_group(key) if window.per_agent else slice(None)
         reports[key] = PatternReport(
-            patterns=_report(steps, names, rows, options, n_plans, n_successes),
+            patterns=_report(steps, names, rows, options, n_plans, n_successes, strata),
             baseline_rate=n_successes / n_plans if n_plans else float("nan"),
             n_plans=n_plans,
             n_successes=n_successes,

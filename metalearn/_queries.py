@@ -13,20 +13,27 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from metalearn._checks import positive_int
 from metalearn._errors import InvalidArgumentError
 
 __all__ = [
     "CHANGE_GROUPS",
+    "STRATA",
     "BackgroundOptions",
     "ChangeOptions",
     "HintOptions",
     "PatternOptions",
+    "StratifyBy",
     "Window",
+    "pattern_strata",
     "window_days",
 ]
+
+StratifyBy = Literal["goal_type", "agent_id"] | None
+STRATA: tuple[str | None, ...] = ("goal_type", "agent_id", None)
+"""The values ``stratify_by`` takes: the plan column whose values are the strata, or None."""
 
 
 def window_days(time_range_days: float | None) -> float | None:
@@ -129,11 +136,13 @@ class PatternOptions:
     """Which tool sequences a pattern analysis mines and how it judges them.
 
     Contiguous sequences of ``min_length..max_length`` tools found in at least
-    ``min_support`` plans, significant at false discovery rate ``fdr``. The fields are
-    named as the keyword arguments of the public methods that take them.
+    ``min_support`` plans, significant at false discovery rate ``fdr``, their effects
+    estimated within the strata of ``stratify_by`` (``"goal_type"``, ``"agent_id"``, or
+    None for one pooled table). The fields are named as the keyword arguments of the
+    public methods that take them.
 
     >>> PatternOptions.build(min_length=1, max_length=3, min_support=20, fdr=0.05)
-    PatternOptions(min_length=1, max_length=3, min_support=20, fdr=0.05)
+    PatternOptions(min_length=1, max_length=3, min_support=20, fdr=0.05, stratify_by='goal_type')
     >>> PatternOptions.build(min_length=2, max_length=1, min_support=20, fdr=0.05)
     Traceback (most recent call last):
     ...
@@ -144,10 +153,17 @@ class PatternOptions:
     max_length: int
     min_support: int
     fdr: float
+    stratify_by: StratifyBy = "goal_type"
 
     @classmethod
     def build(
-        cls, *, min_length: int, max_length: int, min_support: int, fdr: float
+        cls,
+        *,
+        min_length: int,
+        max_length: int,
+        min_support: int,
+        fdr: float,
+        stratify_by: StratifyBy = "goal_type",
     ) -> PatternOptions:
         """The options, checked: one clear error for the first value out of range."""
         if not _whole(min_length) or min_length < 1:
@@ -163,7 +179,12 @@ class PatternOptions:
             )
         if isinstance(fdr, bool) or not isinstance(fdr, int | float) or not 0 < fdr <= 1:
             raise InvalidArgumentError(f"fdr must be a number in (0, 1], not {fdr!r}")
-        return cls(min_length, max_length, min_support, fdr)
+        if not (stratify_by is None or (isinstance(stratify_by, str) and stratify_by in STRATA)):
+            raise InvalidArgumentError(
+                'stratify_by must be "goal_type", "agent_id" or None (one pooled table), '
+                f"not {stratify_by!r}"
+            )
+        return cls(min_length, max_length, min_support, fdr, stratify_by)
 
 
 @dataclass(frozen=True)
@@ -189,6 +210,7 @@ class BackgroundOptions:
         min_support: int = 20,
         fdr: float = 0.05,
         keep_snapshots: int = 20,
+        stratify_by: StratifyBy = "goal_type",
     ) -> BackgroundOptions:
         """The options, checked (the defaults are those of ``snapshot_agents_sync``).
 
@@ -198,7 +220,11 @@ class BackgroundOptions:
         return cls(
             time_range_days=window_days(time_range_days),
             patterns=PatternOptions.build(
-                min_length=min_length, max_length=max_length, min_support=min_support, fdr=fdr
+                min_length=min_length,
+                max_length=max_length,
+                min_support=min_support,
+                fdr=fdr,
+                stratify_by=stratify_by,
             ),
             keep_snapshots=positive_int(
                 "keep_snapshots", keep_snapshots, what="snapshots per agent"
@@ -213,6 +239,7 @@ class BackgroundOptions:
             "max_length": self.patterns.max_length,
             "min_support": self.patterns.min_support,
             "fdr": self.patterns.fdr,
+            "stratify_by": self.patterns.stratify_by,
             "keep_snapshots": self.keep_snapshots,
         }
 
@@ -423,6 +450,23 @@ PATTERN_STEPS = (
     _WINDOW
     + "SELECT group_key, seq, step_index, tool_id, succeeded, first_in_plan FROM window_steps"
 )
+
+# Every plan of the window with its stratum (the column named by stratify_by). No ORDER
+# BY: plans are stored in seq order and a filtered scan keeps it; the caller checks.
+_PATTERN_STRATA = (
+    _WINDOW + "SELECT group_key, seq, succeeded, {stratum} AS stratum FROM window_plans"
+)
+
+
+def pattern_strata(stratify_by: StratifyBy) -> str:
+    """The plans query of a pattern analysis, its stratum the ``stratify_by`` column.
+
+    >>> "NULL::VARCHAR AS stratum" in pattern_strata(None)
+    True
+    """
+    stratum = "NULL::VARCHAR" if stratify_by is None else stratify_by
+    return _PATTERN_STRATA.format(group="{group}", stratum=stratum)
+
 
 TOOLS = "SELECT tool_id, tool FROM tools ORDER BY tool_id"
 

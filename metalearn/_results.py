@@ -59,7 +59,7 @@ __all__ = [
     "to_html",
 ]
 
-RATE_COLUMNS = ["plans", "successes", "success_rate", "ci_low", "ci_high"]
+RATE_COLUMNS = ["plans", "successes", "success_rate", "ci_low", "ci_high", "low_n"]
 PLAN_COLUMNS = [*RATE_COLUMNS, "median_duration_s", "p95_duration_s"]
 TOOL_COLUMNS = [
     "tool", "calls", "errors", "error_rate", *RATE_COLUMNS,
@@ -69,7 +69,9 @@ DAY_COLUMNS = ["day", *RATE_COLUMNS]
 FAILURE_COLUMNS = ["tool", "error", "count", "plans"]
 PATTERN_COLUMNS = [
     "pattern", "pattern_text", "length", "plans", "successes", "success_rate", "ci_low",
-    "ci_high", "lift", "p_value", "q_value", "significant", "direction",
+    "ci_high", "lift", "p_value", "mh_odds_ratio", "mh_ci_low", "mh_ci_high", "cmh_p_value",
+    "homogeneity_p_value", "strata", "simpson", "q_value", "significant", "direction",
+    "plans_needed", "explained_by", "finding",
 ]  # fmt: skip
 
 ANALYSIS_FILES = (
@@ -84,7 +86,8 @@ PATTERN_FILES = (
 
 _WINDOW = ["agent_id", "time_range_days", "as_of", "through_seq"]
 _PATTERN_SUMMARY = [*_WINDOW, "plans", "successes", "baseline_rate", "patterns_tested",
-                    "significant", "min_length", "max_length", "min_support", "fdr"]  # fmt: skip
+                    "significant", "findings", "min_length", "max_length", "min_support", "fdr",
+                    "stratify_by"]  # fmt: skip
 
 
 class Result(ABC):
@@ -160,15 +163,17 @@ class Result(ABC):
 class ExecutionAnalysis(Result):
     """Success rates, durations and failure reasons of the plans in one window.
 
-    Every rate comes with its count and a 95% Wilson interval (``ci_low``, ``ci_high``).
+    Every rate comes with its count, a 95% Wilson interval (``ci_low``, ``ci_high``) and
+    ``low_n``: True where nobody should act on it, with fewer than 30 plans or an interval
+    wider than 25 percentage points (:func:`metalearn._stats.low_n`).
 
-    - ``overall``: one row: plans, successes, success_rate, ci_low, ci_high,
+    - ``overall``: one row: plans, successes, success_rate, ci_low, ci_high, low_n,
       median_duration_s, p95_duration_s
     - ``by_agent``: agent_id + the same columns; ``by_goal_type``: goal_type (missing shown
       as ``"(none)"``) + the same columns
     - ``by_tool``: tool, calls, errors, error_rate, plans (that used the tool), successes,
-      success_rate, ci_low, ci_high, median_duration_ms, p95_duration_ms
-    - ``by_day``: day (UTC date), plans, successes, success_rate, ci_low, ci_high
+      success_rate, ci_low, ci_high, low_n, median_duration_ms, p95_duration_ms
+    - ``by_day``: day (UTC date), plans, successes, success_rate, ci_low, ci_high, low_n
     - ``failure_reasons``: tool, error (numbers, ids and quoted values masked), count
       (error steps), plans
 
@@ -231,13 +236,35 @@ class PatternReport(Result):
     """Tool sequences tested for an effect on success in one window of plans.
 
     ``patterns`` has one row per contiguous tool sequence contained in at least
-    ``min_support`` plans: pattern (tuple of tools), pattern_text (``" → "``-joined),
-    length, plans (containing it), successes, success_rate, ci_low, ci_high (95% Wilson),
-    lift (success_rate / baseline_rate), p_value (two-sided Fisher exact test of with /
-    without x succeeded / failed), q_value (Benjamini-Hochberg over all rows), significant
-    (q_value <= fdr) and direction (``"success"`` if lift > 1 else ``"failure"``); most
-    significant first. ``options`` are the pattern options it was mined with (also read
-    as ``min_length``, ``max_length``, ``min_support`` and ``fdr``).
+    ``min_support`` plans, most significant first:
+
+    - pattern (tuple of tools), pattern_text (``" → "``-joined), length, plans
+      (containing it), successes, success_rate, ci_low, ci_high (95% Wilson)
+    - lift (success_rate / baseline_rate) and p_value (two-sided Fisher exact test of
+      with / without x succeeded / failed): the pooled comparison, always
+    - mh_odds_ratio, mh_ci_low, mh_ci_high (Mantel-Haenszel common odds ratio within the
+      strata of ``stratify_by``, Robins-Breslow-Greenland 95% interval), cmh_p_value
+      (Cochran-Mantel-Haenszel, no continuity correction), homogeneity_p_value
+      (Breslow-Day with Tarone's adjustment: small when the odds ratio differs between
+      strata; empty with fewer than two), strata (strata that contribute: the pattern is
+      in some but not all of their plans, and those plans neither all succeed nor all
+      fail). Unstratified (``stratify_by=None``) they are the pooled table's.
+    - simpson: the pooled direction (lift) and the stratified one disagree, and the
+      stratified test is significant
+    - q_value (Benjamini-Hochberg over all rows, of cmh_p_value when stratified, else of
+      p_value), significant (q_value <= fdr), direction (``"success"`` when the MH odds
+      ratio is above 1, or unstratified the lift, else ``"failure"``)
+    - plans_needed: about how many more plans, at the same frequency and effect, a
+      two-sided test at the report's BH threshold needs for 80% power (0 when
+      significant; empty where no finite number exists: no effect, or an odds ratio of 0
+      or infinity). See :func:`metalearn._stats.plans_needed`.
+    - explained_by: the pattern_text of the stronger overlapping pattern that explains
+      this one (empty otherwise), and finding: a significant pattern that nothing
+      explains and that stays significant over the findings (the rule is in
+      :mod:`metalearn._findings` and the README).
+
+    ``options`` are the pattern options it was mined with (also read as ``min_length``,
+    ``max_length``, ``min_support``, ``fdr`` and ``stratify_by``).
     """
 
     _PLOTS: ClassVar[tuple[str, ...]] = ("patterns",)
@@ -274,25 +301,33 @@ class PatternReport(Result):
         return self.options.fdr
 
     @property
-    def successful(self) -> pd.DataFrame:
-        """Significant patterns that go with success, highest lift first.
+    def stratify_by(self) -> str | None:
+        """The plan column whose values are the strata (None: pooled)."""
+        return self.options.stratify_by
 
-        Ties (patterns found in exactly the same plans) put the longest pattern first.
+    @property
+    def findings(self) -> pd.DataFrame:
+        """The significant patterns no stronger overlapping one explains, strongest first.
+
+        The same columns as ``patterns``; the rows with ``finding`` True.
         """
-        return self._significant("success", lift_ascending=False)
+        return self.patterns[self.patterns["finding"]].reset_index(drop=True)
+
+    @property
+    def successful(self) -> pd.DataFrame:
+        """Findings that go with success, largest effect (MH odds ratio) first."""
+        return self._found("success", ascending=False)
 
     @property
     def failing(self) -> pd.DataFrame:
-        """Significant patterns that go with failure, lowest lift first."""
-        return self._significant("failure", lift_ascending=True)
+        """Findings that go with failure, smallest MH odds ratio first."""
+        return self._found("failure", ascending=True)
 
-    def _significant(self, direction: str, *, lift_ascending: bool) -> pd.DataFrame:
-        rows = self.patterns[
-            self.patterns["significant"] & (self.patterns["direction"] == direction)
-        ]
+    def _found(self, direction: str, *, ascending: bool) -> pd.DataFrame:
+        rows = self.findings[self.findings["direction"] == direction]
         rows = rows.sort_values(
-            ["lift", "plans", "length", "pattern_text"],
-            ascending=[lift_ascending, False, False, True],
+            ["mh_odds_ratio", "plans", "length", "pattern_text"],
+            ascending=[ascending, False, False, True],
         )
         return rows.reset_index(drop=True)
 
@@ -301,6 +336,8 @@ class PatternReport(Result):
         return (
             f"<PatternReport agent={self.agent_id or 'all'} window={self._window_text} "
             f"plans={self.n_plans} patterns={len(self.patterns)} significant={significant} "
+            f"findings={int(self.patterns['finding'].sum())} "
+            f"stratify_by={self.stratify_by or 'none'} "
             f"baseline_rate={self.baseline_rate:.3f} through_seq={self.through_seq}>"
         )
 
@@ -310,8 +347,10 @@ class PatternReport(Result):
             "plans": self.n_plans, "successes": self.n_successes,
             "baseline_rate": self.baseline_rate, "patterns_tested": len(self.patterns),
             "significant": int(self.patterns["significant"].sum()),
+            "findings": int(self.patterns["finding"].sum()),
             "min_length": self.min_length, "max_length": self.max_length,
             "min_support": self.min_support, "fdr": self.fdr,
+            "stratify_by": self.stratify_by or "",
         }  # fmt: skip
         tables = [
             pd.DataFrame([summary], columns=_PATTERN_SUMMARY),
@@ -322,8 +361,8 @@ class PatternReport(Result):
         return dict(zip(PATTERN_FILES, tables, strict=True))
 
     def _html_sections(self) -> list[tuple[str, pd.DataFrame]]:
-        return [("patterns that go with success", self.successful),
-                ("patterns that go with failure", self.failing)]  # fmt: skip
+        return [("findings that go with success", self.successful),
+                ("findings that go with failure", self.failing)]  # fmt: skip
 
 
 def _pattern_text(rows: pd.DataFrame) -> pd.DataFrame:
@@ -406,10 +445,10 @@ class HintTable(Result):
     test: this next tool against the other continuations of the prefix), q_value
     (Benjamini-Hochberg over the rows of the same prefix, so a prefix's rows are exactly
     what ``next_step_hints`` gives for it), significant (q_value <= fdr) and low_n (fewer
-    than :data:`~metalearn._stats.LOW_N_PLANS` plans). Prefixes have up to ``max_prefix``
-    tools and at least ``min_support`` plans; rows at least ``min_support`` plans. Rows
-    come by prefix (shortest first), then best ``ci_low`` first, so a rare lucky tool does
-    not win. :meth:`for_prefix` reads one prefix's rows.
+    than 30 plans or an interval wider than 25 points: :func:`~metalearn._stats.low_n`).
+    Prefixes have up to ``max_prefix`` tools and at least ``min_support`` plans; rows at
+    least ``min_support`` plans. Rows come by prefix (shortest first), then best
+    ``ci_low`` first, so a rare lucky tool does not win. :meth:`for_prefix` reads one prefix's rows.
     """
 
     _PLOTS: ClassVar[tuple[str, ...]] = ("hints",)

@@ -34,6 +34,7 @@ from sqlalchemy import (
 from metalearn._types import MAX_NAME_LENGTH
 
 __all__ = [
+    "ADDED_COLUMNS",
     "JOB_STATES",
     "counters",
     "job_runs",
@@ -118,6 +119,8 @@ snapshots = Table(
     Column("min_support", Integer, nullable=False),
     Column("fdr", Float, nullable=False),
     Column("analysis", Text, nullable=False),
+    # Added with stratified patterns; NULL in snapshots written before (pooled ones).
+    Column("stratify_by", String(32)),
     Index("ix_metalearn_snapshots_agent", "agent_id", "snapshot_id"),
 )
 
@@ -143,6 +146,18 @@ snapshot_patterns = Table(
     Column("q_value", Float),
     Column("significant", Boolean, nullable=False),
     Column("direction", String(8), nullable=False),
+    # Added with stratified patterns and findings: NULL in rows written before (see
+    # ADDED_COLUMNS); nullable, so an older store gains them by ALTER TABLE.
+    Column("mh_odds_ratio", Float),
+    Column("mh_ci_low", Float),
+    Column("mh_ci_high", Float),
+    Column("cmh_p_value", Float),
+    Column("homogeneity_p_value", Float),
+    Column("strata", Integer),
+    Column("simpson", Boolean),
+    Column("plans_needed", BigInteger),
+    Column("explained_by", Text),
+    Column("finding", Boolean),
 )
 
 # Next-step hints stored with a snapshot (in the same transaction): one hint set per
@@ -185,6 +200,16 @@ snapshot_hints = Table(
     Column("significant", Boolean, nullable=False),
     Column("low_n", Boolean, nullable=False),
 )
+
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
+    snapshots.name: ("stratify_by",),
+    snapshot_patterns.name: (
+        "mh_odds_ratio", "mh_ci_low", "mh_ci_high", "cmh_p_value", "homogeneity_p_value",
+        "strata", "simpson", "plans_needed", "explained_by", "finding",
+    ),
+}  # fmt: skip
+"""Nullable columns added after the first release: a store created before lacks them, and
+``Database.ensure_schema`` adds them (``ALTER TABLE ... ADD COLUMN``)."""
 
 JOB_STATES = ("pending", "running", "failed", "done")
 """The states of an analysis job (the ``state`` column of :data:`jobs`)."""

@@ -24,7 +24,7 @@ from metalearn._checks import positive_int
 from metalearn._hints import hint_tables, next_step_hints
 from metalearn._interrupt import Interrupt
 from metalearn._patterns import extract, extract_groups
-from metalearn._queries import ChangeOptions, HintOptions, PatternOptions, Window
+from metalearn._queries import ChangeOptions, HintOptions, PatternOptions, StratifyBy, Window
 from metalearn._results import ChangeReport, ExecutionAnalysis, HintTable, PatternReport
 from metalearn._snapshots import (
     analysis_from_snapshot,
@@ -167,19 +167,28 @@ class MetaLearningService:
         max_length: int = 4,
         min_support: int = 20,
         fdr: float = 0.05,
+        stratify_by: StratifyBy = "goal_type",
     ) -> PatternReport:
         """Tool sequences whose presence raises or lowers the success rate.
 
         Tests every contiguous tool sequence of ``min_length..max_length`` tools contained
         in at least ``min_support`` plans of the window (see
-        :meth:`analyze_execution_patterns_sync`) with a two-sided Fisher exact test, and
-        controls the false discovery rate at ``fdr`` (Benjamini-Hochberg). Returns a
-        :class:`PatternReport`; ``report.successful`` and ``report.failing`` hold the
-        significant ones.
+        :meth:`analyze_execution_patterns_sync`): within the strata of ``stratify_by``
+        (``"goal_type"``, the default, or ``"agent_id"``; plans without a value form
+        their own stratum) with the Cochran-Mantel-Haenszel test and the Mantel-Haenszel
+        odds ratio, or pooled (``None``) with a two-sided Fisher exact test; the pooled
+        Fisher p and lift are always there. The false discovery rate is controlled at
+        ``fdr`` (Benjamini-Hochberg). Returns a :class:`PatternReport`;
+        ``report.findings`` holds the significant patterns no stronger one explains, and
+        ``report.successful`` and ``report.failing`` split them by direction.
         """
         window = Window.build(agent_id, time_range_days, as_of)
         options = PatternOptions.build(
-            min_length=min_length, max_length=max_length, min_support=min_support, fdr=fdr
+            min_length=min_length,
+            max_length=max_length,
+            min_support=min_support,
+            fdr=fdr,
+            stratify_by=stratify_by,
         )
         self.warehouse.refresh()
         with self.warehouse.snapshot() as snapshot:
@@ -198,21 +207,27 @@ class MetaLearningService:
         keep_snapshots: int = 20,
         interrupt: Interrupt | None = None,
         max_prefix: int = 3,
+        stratify_by: StratifyBy = "goal_type",
     ) -> dict[str, int]:
         """Analyse several agents together and store one snapshot each.
 
         One warehouse refresh and one query per table for the whole batch; both analyses
-        (window ending at ``as_of``, default now) for every agent, written with their
-        pattern rows in one transaction (the newest ``keep_snapshots`` snapshots per agent
-        are kept), and each agent's :class:`HintTable` (prefixes of up to ``max_prefix``
-        tools, the same ``min_support`` and ``fdr``) in the same transaction. Returns each
-        agent's snapshot id. This is what background analysis
-        runs; ``interrupt`` lets the queue stop it.
+        (window ending at ``as_of``, default now) for every agent, each agent's snapshot
+        written with its pattern rows and its :class:`HintTable` (prefixes of up to
+        ``max_prefix`` tools, the same ``min_support`` and ``fdr``) in one short
+        transaction of its own (the newest ``keep_snapshots`` snapshots per agent are
+        kept). Returns each
+        agent's snapshot id. This is what background analysis runs; ``interrupt`` lets
+        the queue stop it; ``stratify_by`` is as for :meth:`extract_successful_patterns_sync`.
         """
         agents = tuple(dict.fromkeys(agent_ids))
         window = Window.build(None, time_range_days, as_of, agents=agents)
         options = PatternOptions.build(
-            min_length=min_length, max_length=max_length, min_support=min_support, fdr=fdr
+            min_length=min_length,
+            max_length=max_length,
+            min_support=min_support,
+            fdr=fdr,
+            stratify_by=stratify_by,
         )
         hint_options = HintOptions.build(max_prefix=max_prefix, min_support=min_support, fdr=fdr)
         keep_snapshots = positive_int("keep_snapshots", keep_snapshots, what="snapshots per agent")
@@ -271,9 +286,10 @@ class MetaLearningService:
         plans, successes, success_rate, ci_low, ci_high (95% Wilson), lift (against all
         plans with the prefix), p_value (two-sided Fisher exact test: this next tool
         against the other continuations), q_value (Benjamini-Hochberg over the rows),
-        significant (q_value <= fdr), low_n (fewer than 30 plans: see
-        :data:`~metalearn._stats.LOW_N_PLANS`). Ranked by ``ci_low``, best first, so a
-        rare lucky tool does not win. A tool never seen makes an empty frame, not an error.
+        significant (q_value <= fdr), low_n (fewer than 30 plans, or an interval wider
+        than 25 points: :func:`~metalearn._stats.low_n`). Ranked by ``ci_low``, best
+        first, so a rare lucky tool does not win. A tool never seen makes an empty frame,
+        not an error.
 
         >>> from metalearn.synthetic import make_history
         >>> store = HistoryStore("sqlite://")
@@ -281,7 +297,7 @@ class MetaLearningService:
         >>> with MetaLearningService(store) as service:
         ...     hints = service.next_step_hints_sync([], time_range_days=None)
         >>> hints[["next_tool", "plans", "successes"]].head(2).to_numpy().tolist()
-        [['ask_clarification', 183, 157], ['validate_input', 198, 168]]
+        [['validate_input', 174, 139], ['read_faq', 561, 406]]
         >>> store.close()
         """
         options = HintOptions.build(max_prefix=1, min_support=min_support, fdr=fdr)
@@ -369,7 +385,7 @@ class MetaLearningService:
         >>> with MetaLearningService(store) as service:
         ...     found = service.detect_changes_sync().significant
         >>> found["group"].tolist(), f"{found['changed_at'].iloc[0]:%Y-%m-%d %H:%M}"  # truth: 9th
-        (['support-bot'], '2026-02-08 07:21')
+        (['support-bot'], '2026-02-08 16:05')
         >>> store.close()
         """
         options = ChangeOptions.build(

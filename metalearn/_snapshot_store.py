@@ -15,6 +15,7 @@ from sqlalchemy import Connection, delete, func, insert, select
 
 from metalearn._database import frame_rows, insert_rows
 from metalearn._schema import (
+    ADDED_COLUMNS,
     plans,
     snapshot_hint_sets,
     snapshot_hints,
@@ -46,7 +47,7 @@ def save_snapshots(
         ).scalar_one()
         ids.append(int(snapshot_id))
         columns = [*_PATTERN_COLUMNS, "snapshot_id"]
-        frame = rows[_PATTERN_COLUMNS].assign(snapshot_id=snapshot_id)
+        frame = _with_added(rows)[_PATTERN_COLUMNS].assign(snapshot_id=snapshot_id)
         insert_rows(conn, snapshot_patterns, columns, frame_rows(frame, columns))
         hint_item = None if hints is None else hints[index]
         if hint_item is not None:
@@ -62,6 +63,12 @@ def _save_hints(
     columns = [*_HINT_COLUMNS, "snapshot_id"]
     frame = rows[_HINT_COLUMNS].assign(snapshot_id=snapshot_id)
     insert_rows(conn, snapshot_hints, columns, frame_rows(frame, columns))
+
+
+def _with_added(rows: pd.DataFrame) -> pd.DataFrame:
+    """Pattern rows in the older layout get the columns added since as NULL."""
+    missing = [c for c in ADDED_COLUMNS[snapshot_patterns.name] if c not in rows]
+    return rows.assign(**dict.fromkeys(missing, None)) if missing else rows
 
 
 def _prune_snapshots(conn: Connection, agent_id: str, keep_snapshots: int) -> None:

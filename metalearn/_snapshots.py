@@ -3,6 +3,11 @@
 The store keeps plain rows (``metalearn_snapshots`` and ``metalearn_snapshot_patterns``);
 this module knows how an :class:`ExecutionAnalysis` and a :class:`PatternReport` map onto
 them, so a planner in another process can read the latest patterns back.
+
+Snapshots written before stratified patterns lack the stratified columns (NULL in the
+store): they read back as a pooled report (``stratify_by`` None), the stratified figures
+empty, ``strata`` 0, ``simpson`` False, ``explained_by`` empty and every significant row a
+finding (what ``successful`` and ``failing`` held then).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from metalearn._results import (
     PatternReport,
     prefix_text,
 )
+from metalearn._stats import low_n
 from metalearn._types import epoch_micros, from_epoch_micros
 
 __all__ = [
@@ -54,8 +60,13 @@ def _frame_from_json(table: dict[str, Any]) -> pd.DataFrame:
             frame[column] = frame[column].astype("str")
         elif column == "day":
             frame[column] = pd.to_datetime(frame[column]).dt.date
+        elif column == "low_n":
+            frame[column] = frame[column].astype(bool)
         else:
             frame[column] = frame[column].astype("float64")
+    if "ci_high" in frame and "low_n" not in frame:  # written before low_n existed
+        at = frame.columns.tolist().index("ci_high") + 1
+        frame.insert(at, "low_n", low_n(frame["plans"], frame["ci_low"], frame["ci_high"]))
     return frame
 
 
@@ -79,6 +90,7 @@ def snapshot_rows(
         "max_length": report.options.max_length,
         "min_support": report.options.min_support,
         "fdr": report.options.fdr,
+        "stratify_by": report.options.stratify_by,
         "analysis": json.dumps(tables, allow_nan=True),
     }
     rows = report.patterns[_ROW_COLUMNS].assign(
@@ -101,22 +113,45 @@ def analysis_from_snapshot(header: dict[str, Any]) -> ExecutionAnalysis:
     )
 
 
-def report_from_snapshot(header: dict[str, Any], rows: pd.DataFrame) -> PatternReport:
-    """The :class:`PatternReport` stored in a snapshot row and its pattern rows."""
+_FLOATS = ("success_rate", "ci_low", "ci_high", "lift", "p_value", "q_value", "mh_odds_ratio",
+           "mh_ci_low", "mh_ci_high", "cmh_p_value", "homogeneity_p_value")  # fmt: skip
+
+
+def _pattern_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """Stored pattern rows as ``PatternReport.patterns`` (older rows: see the module doc)."""
     patterns = [tuple(json.loads(text)) for text in rows["pattern"]]
+    significant = rows["significant"].astype(bool)
+    old = rows["finding"].isna() if "finding" in rows else pd.Series(True, index=rows.index)
     frame = rows.assign(
         pattern=pd.Series(patterns, dtype=object, index=rows.index),
         pattern_text=pd.Series([" → ".join(p) for p in patterns], dtype="str", index=rows.index),
-        significant=rows["significant"].astype(bool),
+        significant=significant,
         direction=rows["direction"].astype("str"),
     )
     for column in ("length", "plans", "successes"):
         frame[column] = frame[column].astype("int64")
-    for column in ("success_rate", "ci_low", "ci_high", "lift", "p_value", "q_value"):
-        frame[column] = frame[column].astype("float64")
+    for column in _FLOATS:
+        frame[column] = _column(frame, column, np.nan).astype("float64")
+    frame["strata"] = _column(frame, "strata", 0).fillna(0).astype("int64")
+    frame["simpson"] = _column(frame, "simpson", False).fillna(False).astype(bool)
+    frame["plans_needed"] = _column(frame, "plans_needed", None).astype("Int64")
+    frame["explained_by"] = _column(frame, "explained_by", "").fillna("").astype("str")
+    finding = _column(frame, "finding", False).fillna(False).astype(bool)
+    frame["finding"] = finding.where(~old, significant & (frame["explained_by"] == ""))
+    return frame[PATTERN_COLUMNS].reset_index(drop=True)
+
+
+def _column(frame: pd.DataFrame, name: str, missing: object) -> pd.Series:
+    if name in frame:
+        return frame[name].astype(object).where(frame[name].notna(), None)
+    return pd.Series([missing] * len(frame), index=frame.index, dtype=object)
+
+
+def report_from_snapshot(header: dict[str, Any], rows: pd.DataFrame) -> PatternReport:
+    """The :class:`PatternReport` stored in a snapshot row and its pattern rows."""
     n_plans, n_successes = int(header["plans"]), int(header["successes"])
     return PatternReport(
-        patterns=frame[PATTERN_COLUMNS].reset_index(drop=True),
+        patterns=_pattern_frame(rows),
         baseline_rate=n_successes / n_plans if n_plans else float("nan"),
         n_plans=n_plans,
         n_successes=n_successes,
@@ -128,6 +163,7 @@ def report_from_snapshot(header: dict[str, Any], rows: pd.DataFrame) -> PatternR
             max_length=int(header["max_length"]),
             min_support=int(header["min_support"]),
             fdr=float(header["fdr"]),
+            stratify_by=header.get("stratify_by"),
         ),
         through_seq=int(header["through_seq"]),
         computed_at=from_epoch_micros(header["computed_at_us"]),

@@ -1,7 +1,9 @@
-"""Statistics in one place: Wilson intervals, a vectorised Fisher exact test, BH q-values.
+"""Statistics in one place: Wilson intervals, Fisher and Mantel-Haenszel tests, BH, power.
 
 Every function takes and returns numpy arrays, so a report of thousands of patterns is
-tested in a handful of vectorised scipy calls, never a Python loop per pattern.
+tested in a handful of vectorised scipy calls, never a Python loop per pattern. The
+stratified figures (:func:`stratified_tests`) take a patterns x strata matrix of 2x2
+tables and reduce along the strata axis.
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ from numpy.typing import ArrayLike, NDArray
 __all__ = [
     "LOW_N_PLANS",
     "ChangePoint",
+    "StratifiedTests",
     "benjamini_hochberg",
     "benjamini_hochberg_by",
+    "bh_threshold",
     "change_point_test",
+    "cmh_p_values",
     "fisher_exact_two_sided",
     "low_n",
+    "plans_needed",
+    "stratified_tests",
     "wilson_interval",
 ]
 
@@ -31,6 +38,13 @@ _Z95 = NormalDist().inv_cdf(0.975)
 # scipy.stats.fisher_exact counts tables whose probability is within this relative
 # tolerance of the observed one as "as extreme" (floating-point ties).
 _RELATIVE_TIE = 1e-7
+_Z80 = NormalDist().inv_cdf(0.80)  # the power plans_needed asks for
+MAX_PLANS_NEEDED = 1e12
+"""Beyond this many plans ``plans_needed`` says "no finite number" (empty)."""
+LOW_N_PLANS = 30
+"""A rate of fewer plans than this is marked ``low_n``."""
+LOW_N_WIDTH = 0.25
+"""A rate whose 95% interval is wider than this (25 percentage points) is marked ``low_n``."""
 
 
 def wilson_interval(
@@ -54,6 +68,22 @@ def wilson_interval(
     low = np.where(empty, np.nan, np.clip(center - half, 0.0, 1.0))
     high = np.where(empty, np.nan, np.clip(center + half, 0.0, 1.0))
     return low, high
+
+
+def low_n(plans: ArrayLike, ci_low: ArrayLike, ci_high: ArrayLike) -> NDArray[np.bool_]:
+    """Rates nobody should act on: fewer than 30 plans, or a 95% interval wider than 25 points.
+
+    Either alone misleads: 30 plans at 50% still span 33%-67%, and a wide interval can
+    come from many plans when the interval is missing (no plans at all). Both thresholds
+    are :data:`LOW_N_PLANS` and :data:`LOW_N_WIDTH`.
+
+    >>> low_n([10, 40, 200], [0.2, 0.35, 0.43], [0.8, 0.65, 0.57]).tolist()
+    [True, True, False]
+    """
+    n = np.asarray(plans, dtype="float64")
+    width = np.asarray(ci_high, dtype="float64") - np.asarray(ci_low, dtype="float64")
+    flagged: NDArray[np.bool_] = (n < LOW_N_PLANS) | ~(width <= LOW_N_WIDTH)
+    return flagged
 
 
 def fisher_exact_two_sided(
@@ -216,22 +246,6 @@ def benjamini_hochberg(p_values: ArrayLike) -> NDArray[np.float64]:
     return q
 
 
-LOW_N_PLANS = 30
-"""A rate from fewer plans than this is flagged ``low_n``: its 95% interval is still wider
-than about ±0.18 at a rate of one half, too wide to act on alone. One definition, for
-every table that carries the flag."""
-
-
-def low_n(plans: ArrayLike) -> NDArray[np.bool_]:
-    """Whether each count of plans is below :data:`LOW_N_PLANS`.
-
-    >>> low_n([5, 29, 30, 400]).tolist()
-    [True, True, False, False]
-    """
-    flags: NDArray[np.bool_] = np.asarray(plans) < LOW_N_PLANS
-    return flags
-
-
 def benjamini_hochberg_by(p_values: ArrayLike, groups: ArrayLike) -> NDArray[np.float64]:
     """Benjamini-Hochberg q-values computed separately within each group (one family each).
 
@@ -362,3 +376,204 @@ def _permuted_bins(
         sizes, total, size=permutations, method="marginals"
     ).astype("float64")
     return drawn
+
+
+def bh_threshold(significant: int, tested: int, fdr: float) -> float:
+    """The p-value a row needs to be significant under Benjamini-Hochberg, about.
+
+    With ``significant`` of ``tested`` rows rejected, BH rejects exactly the rows with
+    ``p <= fdr * significant / tested``; with none rejected, the first step's
+    ``fdr / tested``. This one threshold is what "still significant" means when findings
+    are tested again within a stronger pattern's strata, and the alpha
+    :func:`plans_needed` plans for.
+
+    >>> bh_threshold(5, 100, 0.05), bh_threshold(0, 100, 0.05)
+    (0.0025, 0.0005)
+    """
+    return fdr * max(significant, 1) / max(tested, 1)
+
+
+@dataclass(frozen=True)
+class StratifiedTests:
+    """Mantel-Haenszel figures of many stratified 2x2 tables (one entry per table).
+
+    ``odds_ratio`` (MH common odds ratio), ``ci_low``/``ci_high`` (its Robins-Breslow-
+    Greenland 95% interval), ``statistic`` (the CMH chi-square, 1 df, no continuity
+    correction), ``p_value`` and ``log_p`` (its natural log: finite where ``p_value``
+    underflows to 0), ``homogeneity_p_value`` (Breslow-Day with Tarone's adjustment; NaN
+    with fewer than two strata) and ``strata`` (how many strata contribute).
+    """
+
+    odds_ratio: NDArray[np.float64]
+    ci_low: NDArray[np.float64]
+    ci_high: NDArray[np.float64]
+    statistic: NDArray[np.float64]
+    p_value: NDArray[np.float64]
+    log_p: NDArray[np.float64]
+    homogeneity_p_value: NDArray[np.float64]
+    strata: NDArray[np.int64]
+
+
+Matrix = NDArray[np.float64]
+
+
+def stratified_tests(
+    a: ArrayLike, row_total: ArrayLike, column_total: ArrayLike, total: ArrayLike
+) -> StratifiedTests:
+    """MH odds ratio and interval, CMH test and Breslow-Day/Tarone test, reduced over axis -1.
+
+    Each entry of the last axis is one stratum's table ``[[a, row_total - a],
+    [column_total - a, ...]]`` of ``total`` plans; for a pattern: ``a`` = successful plans
+    with it, ``row_total`` = plans with it, ``column_total`` = successful plans, ``total``
+    = plans of the stratum. A stratum contributes when both margins vary (the pattern is
+    neither absent from nor in every plan of it, and its plans neither all succeed nor all
+    fail); the others add exactly nothing to any figure. The same definitions as
+    ``statsmodels.stats.contingency_tables.StratifiedTable`` given the contributing
+    strata (``oddsratio_pooled``, ``oddsratio_pooled_confint()``,
+    ``test_null_odds(correction=False)``, ``test_equal_odds(adjust=True)``).
+
+    >>> t = stratified_tests([[10, 4]], [[20, 15]], [[15, 5]], [[40, 30]])
+    >>> round(float(t.odds_ratio[0]), 4), round(float(t.p_value[0]), 4), int(t.strata[0])
+    (3.4742, 0.0321, 2)
+    """
+    arrays = np.broadcast_arrays(
+        *(np.asarray(v, dtype="float64") for v in (a, row_total, column_total, total))
+    )
+    x, r, c, n = arrays
+    used = (r > 0) & (r < n) & (c > 0) & (c < n)
+    n_safe = np.where(used, n, 2.0)
+    b, cc = r - x, c - x
+    d = n - r - c + x
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio, low, high = _mantel_haenszel(x, b, cc, d, n_safe, used)
+        statistic = _cmh_statistic(x, r, c, n_safe, used)
+        homogeneity = _breslow_day_tarone(x, r, c, n, used, ratio)
+    log_p, p = _chi2_1_tail(statistic)
+    return StratifiedTests(ratio, low, high, statistic, p, log_p, homogeneity,
+                           used.sum(axis=-1).astype(np.int64))  # fmt: skip
+
+
+def cmh_p_values(
+    a: ArrayLike, row_total: ArrayLike, column_total: ArrayLike, total: ArrayLike
+) -> NDArray[np.float64]:
+    """Only the CMH p-values of :func:`stratified_tests` (NaN where no stratum contributes).
+
+    >>> cmh_p_values([[10, 4]], [[20, 15]], [[15, 5]], [[40, 30]]).round(4).tolist()
+    [0.0321]
+    """
+    x, r, c, n = np.broadcast_arrays(
+        *(np.asarray(v, dtype="float64") for v in (a, row_total, column_total, total))
+    )
+    used = (r > 0) & (r < n) & (c > 0) & (c < n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        statistic = _cmh_statistic(x, r, c, np.where(used, n, 2.0), used)
+    return _chi2_1_tail(statistic)[1]
+
+
+def _mantel_haenszel(
+    a: Matrix, b: Matrix, c: Matrix, d: Matrix, n: Matrix, used: NDArray[np.bool_]
+) -> tuple[Matrix, Matrix, Matrix]:
+    """The MH odds ratio and the Robins-Breslow-Greenland interval of its log."""
+    r, s = np.where(used, a * d / n, 0.0), np.where(used, b * c / n, 0.0)
+    p, q = (a + d) / n, (b + c) / n
+    sum_r, sum_s = r.sum(axis=-1), s.sum(axis=-1)
+    ratio = sum_r / sum_s
+    variance = (
+        (p * r).sum(axis=-1) / (2 * sum_r**2)
+        + (p * s + q * r).sum(axis=-1) / (2 * sum_r * sum_s)
+        + (q * s).sum(axis=-1) / (2 * sum_s**2)
+    )
+    half = _Z95 * np.sqrt(variance)
+    log_ratio = np.log(ratio)
+    return ratio, np.exp(log_ratio - half), np.exp(log_ratio + half)
+
+
+def _cmh_statistic(a: Matrix, r: Matrix, c: Matrix, n: Matrix, used: NDArray[np.bool_]) -> Matrix:
+    deviation = np.where(used, a - r * c / n, 0.0).sum(axis=-1)
+    variance = np.where(used, r * (n - r) * c * (n - c) / (n * n * (n - 1)), 0.0).sum(axis=-1)
+    statistic: Matrix = deviation**2 / variance
+    return statistic
+
+
+def _chi2_1_tail(statistic: Matrix) -> tuple[Matrix, Matrix]:
+    """log p and p of a 1-df chi-square: P(|Z| >= sqrt(stat)), accurate far into the tail."""
+    from scipy import special
+
+    z = -np.sqrt(statistic)
+    log_p: Matrix = np.log(2.0) + special.log_ndtr(z)
+    p: Matrix = np.minimum(2.0 * special.ndtr(z), 1.0)
+    # ndtr flushes to 0 a little before the smallest subnormal; exp(log p) does not
+    p = np.where(p < 1e-300, np.exp(log_p), p)
+    return log_p, p
+
+
+def _breslow_day_tarone(
+    a: Matrix, r: Matrix, c: Matrix, n: Matrix, used: NDArray[np.bool_], ratio: Matrix
+) -> Matrix:
+    """Breslow-Day homogeneity p with Tarone's adjustment, over the contributing strata."""
+    from scipy import special
+
+    common = ratio[..., None]
+    rest = n - r - c  # cell d minus cell a
+    linear = common * (r + c) + rest
+    root = np.sqrt(linear**2 + 4 * (1 - common) * common * r * c)
+    expected = 2 * common * r * c / (linear + root)  # the stable root of the quadratic
+    variance = 1 / (1 / expected + 1 / (c - expected) + 1 / (r - expected) + 1 / (rest + expected))
+    gap = np.where(used, a - expected, 0.0)
+    variance = np.where(used, variance, 0.0)
+    statistic = (gap**2 / np.where(used, variance, 1.0)).sum(axis=-1)
+    statistic -= gap.sum(axis=-1) ** 2 / variance.sum(axis=-1)
+    df = used.sum(axis=-1) - 1
+    finite = (df >= 1) & np.isfinite(statistic) & (ratio > 0) & np.isfinite(ratio)
+    p: Matrix = np.where(finite, special.chdtrc(np.maximum(df, 1), statistic), np.nan)
+    return p
+
+
+def plans_needed(
+    plans: ArrayLike,
+    successes: ArrayLike,
+    total_plans: ArrayLike,
+    total_successes: ArrayLike,
+    odds_ratio: ArrayLike,
+    alpha: float,
+    *,
+    power: float = 0.8,
+) -> NDArray[np.float64]:
+    """About how many more plans a pattern needs for a two-sided test at ``alpha`` to reach
+    ``power`` (default 80%), at its observed frequency and effect. NaN: no finite number.
+
+    The classic two-proportion sample size (normal approximation, unequal groups): the
+    pattern's share of plans stays ``plans / total_plans``, plans without it succeed at
+    their observed rate ``p0``, plans with it at the rate whose odds are ``odds_ratio``
+    times ``p0``'s (the stratified effect, or the pooled one). The figure is the total
+    sample size minus ``total_plans``, rounded up, and at least 0. No effect (odds ratio
+    1), an odds ratio of 0 or infinity, a pattern in no or every plan, or more than
+    :data:`MAX_PLANS_NEEDED` (a trillion) plans: NaN.
+
+    >>> plans_needed([50], [35], [1000], [500], [2.3], 0.001).round().tolist()
+    [1216.0]
+    """
+    from scipy import stats
+
+    x, k, n, s, ratio = (
+        np.asarray(v, dtype="float64")
+        for v in np.broadcast_arrays(plans, successes, total_plans, total_successes, odds_ratio)
+    )
+    z_alpha = stats.norm.isf(alpha / 2)
+    z_power = NormalDist().inv_cdf(power) if power != 0.8 else _Z80
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = x / n
+        p0 = (s - k) / (n - x)
+        odds = p0 / (1 - p0) * ratio
+        p1 = odds / (1 + odds)
+        mean = share * p1 + (1 - share) * p0
+        spread = 1 / share + 1 / (1 - share)
+        needed = (
+            z_alpha * np.sqrt(mean * (1 - mean) * spread)
+            + z_power * np.sqrt(p1 * (1 - p1) / share + p0 * (1 - p0) / (1 - share))
+        ) ** 2 / (p1 - p0) ** 2
+    finite = np.isfinite(needed) & (ratio > 0) & np.isfinite(ratio) & (ratio != 1)
+    finite &= needed <= MAX_PLANS_NEEDED
+    finite &= (share > 0) & (share < 1) & (p0 > 0) & (p0 < 1)
+    result: NDArray[np.float64] = np.where(finite, np.maximum(np.ceil(needed - n), 0.0), np.nan)
+    return result

@@ -47,8 +47,8 @@ from metalearn import (
     queue_status,
 )
 from metalearn.export import export_csv
-from metalearn.plots import save_plots, strongest_patterns
-from metalearn.synthetic import make_history, planted_patterns
+from metalearn.plots import save_plots
+from metalearn.synthetic import make_history, planted_truth
 
 __all__ = ["main"]
 
@@ -155,15 +155,23 @@ def _agents_lines(by_agent: pd.DataFrame) -> list[str]:
     ]
 
 
-def _pattern_lines(report: PatternReport, direction: str, top: int = 3) -> list[str]:
-    rows = strongest_patterns(report, top=len(report.patterns))
-    rows = rows[rows["direction"] == direction].sort_values(["q_value", "plans"]).head(top)
-    heading = f"patterns that go with {direction} (most significant first):"
+def _pattern_lines(report: PatternReport, direction: str, top: int = 5) -> list[str]:
+    rows = report.findings
+    rows = rows[rows["direction"] == direction].head(top)  # findings: most significant first
+    heading = f"findings that go with {direction} (most significant first):"
     if rows.empty:
-        return [f"{heading} none significant"]
-    lines = [f"  {r.lift:5.2f}x  {r.plans:>7,} plans  q={r.q_value:<8.1e}  {r.pattern_text}"
+        return [f"{heading} none"]
+    lines = [f"  OR {r.mh_odds_ratio:5.2f} ({r.mh_ci_low:.2f}-{r.mh_ci_high:.2f})  "
+             f"{r.plans:>7,} plans  q={r.q_value:<8.1e}  {r.pattern_text}"
+             + (f"  [Simpson: pooled lift {r.lift:.2f}x]" if r.simpson else "")
              for r in rows.itertuples()]  # fmt: skip
     return [heading, *lines]
+
+
+def _effect_line(report: PatternReport) -> str:
+    within = "pooled" if report.stratify_by is None else f"within {report.stratify_by}"
+    return (f"OR = Mantel-Haenszel odds ratio of success with the sequence ({within}), "
+            "95% interval")  # fmt: skip
 
 
 def _summary(analysis: ExecutionAnalysis, report: PatternReport) -> str:
@@ -176,8 +184,9 @@ def _summary(analysis: ExecutionAnalysis, report: PatternReport) -> str:
         f"(95% CI {_rate(overall.ci_low)} to {_rate(overall.ci_high)})",
         *_agents_lines(analysis.by_agent),
         f"{len(report.patterns):,} tool sequences in >= {report.min_support} plans tested, "
-        f"{int(report.patterns['significant'].sum()):,} significant (FDR {report.fdr:g})",
-        "lift = success rate of the plans with the sequence / success rate of all plans",
+        f"{int(report.patterns['significant'].sum()):,} significant (FDR {report.fdr:g}), "
+        f"{len(report.findings):,} findings (no stronger overlapping sequence explains them)",
+        _effect_line(report),
         *_pattern_lines(report, "success"),
         *_pattern_lines(report, "failure"),
     ])  # fmt: skip
@@ -194,15 +203,19 @@ def _change_lines(changes: ChangeReport, top: int = 3) -> list[str]:
 
 
 def _planted_line(report: PatternReport) -> str:
-    planted = planted_patterns()
-    found = report.patterns[report.patterns["significant"]]
+    truth = planted_truth()
+    effects = truth[truth["finding"]]
+    found = report.findings
     hits = sum(
         ((found["pattern_text"] == row.pattern_text) & (found["direction"] == row.direction)).any()
-        for row in planted.itertuples()
+        for row in effects.itertuples()
     )
+    decoys = truth.loc[~truth["finding"], "pattern_text"]
+    fooled = int(found["pattern_text"].isin(decoys).sum())
     return (
-        f"planted ground truth: {hits} of {len(planted)} planted patterns found significant in "
-        "their direction (metalearn.synthetic.planted_patterns())"
+        f"planted ground truth: {hits} of {len(effects)} planted effects among the findings in "
+        f"their direction, {fooled} of {len(decoys)} confounded decoys "
+        "(metalearn.synthetic.planted_truth())"
     )
 
 

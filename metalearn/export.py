@@ -27,7 +27,9 @@ Timestamps are ISO-8601 in UTC (``2026-03-01T12:00:00.000000Z``), days ``2026-03
 missing values are empty cells. A pattern is written as its text form
 (``validate_input → dry_run → apply_change``), a hint's prefix too (``(start)`` for the
 first step; an empty ``next_tool`` is the plans that ended there), a job's agents joined
-by ``", "``.
+by ``", "``. ``patterns.csv`` holds every tested pattern (with ``explained_by`` and
+``finding``); ``successful_patterns.csv`` and ``failing_patterns.csv`` hold the report's
+findings only (``report.successful`` and ``report.failing``).
 
 Tool names and error messages come from agents and are untrusted, so a text cell that
 starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'``:

@@ -9,9 +9,18 @@ the plan's log-odds of success by a known amount (:data:`PLANTED_PATTERNS`). Ste
 and skips are drawn after the outcome (failed plans have more of them), as they look in
 real logs.
 
+Two more planted cases test what a careful analyst must get right (:data:`PLANTED_CASES`):
+tools used mostly on the easy goal type (``lookup``), so that the pooled comparison
+mixes goal types. ``read_faq`` is placed first in 40% of lookup plans and 2% of the others
+and does nothing: pooled it "goes with success", within every goal type it has no effect.
+``quick_answer`` is placed last as often, and lowers the log-odds of success by 0.5 in
+every goal type: pooled it still "goes with success" (a Simpson reversal).
+
 So an analysis should find the planted success patterns with lift > 1, the planted
-failure patterns with lift < 1, and few significant patterns among the rest that share
-no tool with a planted pattern (:func:`is_planted_related`).
+failure patterns with lift < 1, ``quick_answer`` with failure within goal types, not
+``read_faq``, and few significant patterns among the rest that share no tool with a
+planted pattern or case (:func:`is_planted_related`). :func:`planted_truth` lists all
+six with the direction a stratified analysis should report.
 
 A history can also carry a planted change (:class:`PlantedChange`): one agent's success
 log-odds shift by a known amount for the plans that finish after a given moment, as after
@@ -31,13 +40,16 @@ from metalearn._types import epoch_micros
 
 __all__ = [
     "BACKGROUND_TOOLS",
+    "PLANTED_CASES",
     "PLANTED_PATTERNS",
     "PLANTED_TOOLS",
+    "PlantedCase",
     "PlantedChange",
     "PlantedPattern",
     "is_planted_related",
     "make_history",
     "planted_patterns",
+    "planted_truth",
 ]
 
 
@@ -72,8 +84,37 @@ PLANTED_PATTERNS: tuple[PlantedPattern, ...] = (
 )
 """The ground truth: each pattern, its direction, its effect and the share of plans with it."""
 
-PLANTED_TOOLS = frozenset(tool for p in PLANTED_PATTERNS for tool in p.pattern)
-"""Tools that occur only inside planted patterns."""
+
+@dataclass(frozen=True)
+class PlantedCase:
+    """A tool used mostly on the easiest goal type, so that pooling misleads.
+
+    Placed ``"first"`` or ``"last"`` in a share ``easy_share`` of ``lookup`` plans and
+    ``other_share`` of the others; shifts success log-odds by ``log_odds`` in every goal
+    type. ``pooled`` is the direction a pooled comparison sees; ``stratified`` the one
+    within goal types (None: no effect at all).
+    """
+
+    tool: str
+    kind: Literal["confounded", "simpson"]
+    where: Literal["first", "last"]
+    log_odds: float
+    easy_share: float
+    other_share: float
+    pooled: Literal["success", "failure"]
+    stratified: Literal["success", "failure"] | None
+
+
+PLANTED_CASES: tuple[PlantedCase, ...] = (
+    PlantedCase("read_faq", "confounded", "first", 0.0, 0.40, 0.02, "success", None),
+    PlantedCase("quick_answer", "simpson", "last", -0.5, 0.40, 0.02, "success", "failure"),
+)
+"""The stratification cases: (a) a confounded tool with no effect, (b) a Simpson reversal."""
+
+PLANTED_TOOLS = frozenset(
+    [tool for p in PLANTED_PATTERNS for tool in p.pattern] + [c.tool for c in PLANTED_CASES]
+)
+"""Tools that occur only inside planted patterns, or as a planted case."""
 
 BACKGROUND_TOOLS: tuple[str, ...] = (
     "search_web",
@@ -131,8 +172,11 @@ _MEDIAN_MS = {  # typical duration of one call, in milliseconds
     "retry": 2600,
     "fallback_model": 5000,
     "guess_answer": 2200,
+    "read_faq": 300,
+    "quick_answer": 900,
 }
 _MIN_STEPS, _MAX_BACKGROUND = 3, 12
+_EASY_GOAL = 0  # "lookup", where the planted cases are mostly used
 
 
 def _transitions() -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +217,29 @@ def _planted_codes() -> np.ndarray:
 
 def _vocabulary() -> tuple[str, ...]:
     extra = [t for p in PLANTED_PATTERNS for t in p.pattern if t not in BACKGROUND_TOOLS]
-    return BACKGROUND_TOOLS + tuple(dict.fromkeys(extra))
+    return BACKGROUND_TOOLS + tuple(dict.fromkeys(extra)) + tuple(c.tool for c in PLANTED_CASES)
+
+
+def _add_cases(
+    rng: np.random.Generator, tools: np.ndarray, goal: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Put each planted case's tool first or last in its share of plans.
+
+    Returns the wider tool matrix (holes of -1 are dropped when steps are made) and a
+    (plans, cases) matrix of which plans got which case.
+    """
+    vocabulary = {tool: code for code, tool in enumerate(_vocabulary())}
+    easy = goal == _EASY_GOAL
+    used = np.column_stack(
+        [rng.random(len(goal)) < np.where(easy, c.easy_share, c.other_share) for c in PLANTED_CASES]
+    )
+    columns = []
+    for index, case in enumerate(PLANTED_CASES):
+        column = np.where(used[:, index], vocabulary[case.tool], -1).astype(np.int16)[:, None]
+        columns.append((case.where, column))
+    first = [c for where, c in columns if where == "first"]
+    last = [c for where, c in columns if where == "last"]
+    return np.hstack([*first, tools, *last]), used
 
 
 def _insert(
@@ -211,10 +277,12 @@ def _outcomes(
     choice: np.ndarray,
     skills: np.ndarray,
     shift: np.ndarray,
+    cases: np.ndarray,
 ) -> np.ndarray:
     difficulty = np.array([d for d, _ in _GOAL_TYPES.values()] + [0.0])
     effects = np.array([p.log_odds for p in PLANTED_PATTERNS] + [0.0])
     log_odds = _BASE_LOG_ODDS + skills[agent] + difficulty[goal] + effects[choice] + shift
+    log_odds = log_odds + cases @ np.array([c.log_odds for c in PLANTED_CASES])
     succeeded: np.ndarray = rng.random(len(agent)) < 1 / (1 + np.exp(-log_odds))
     return succeeded
 
@@ -305,7 +373,7 @@ def make_history(
 
     Deterministic for a given ``seed`` and ``end`` (the latest ``finished_at``; default:
     today's midnight UTC, so the history is always recent). Plans finish uniformly over
-    the ``days`` before ``end``, in ``finished_at`` order; each has 3-15 steps.
+    the ``days`` before ``end``, in ``finished_at`` order; each has 3-17 steps.
 
     Returns ``(plans, steps)`` in the interchange format, ready for
     ``store.import_frames(plans, steps)``:
@@ -315,15 +383,15 @@ def make_history(
     - ``steps``: plan_id, step_index, tool, status (``ok``/``error``/``skipped``),
       duration_ms (missing for skipped steps and ~1% of others), error
 
-    The planted ground truth is :data:`PLANTED_PATTERNS` (see the module docstring).
-    With ``change``, the plans of ``change.agent_id`` that finish after ``change.at``
-    succeed with log-odds shifted by ``change.log_odds`` (finish times are then drawn
-    first, from their own generator, so the rest of the history differs from the one
-    drawn without a change).
+    The planted ground truth is :data:`PLANTED_PATTERNS` and :data:`PLANTED_CASES` (see
+    the module docstring and :func:`planted_truth`). With ``change``, the plans of
+    ``change.agent_id`` that finish after ``change.at`` succeed with log-odds shifted by
+    ``change.log_odds`` (finish times are then drawn first, from their own generator, so
+    the rest of the history differs from the one drawn without a change).
 
     >>> plans, steps = make_history(1_000, seed=7, end=datetime(2026, 1, 1, tzinfo=UTC))
     >>> sizes = steps.groupby("plan_id").size()
-    >>> len(plans), plans["agent_id"].nunique(), sizes.min() >= 3, sizes.max() <= 15
+    >>> len(plans), plans["agent_id"].nunique(), sizes.min() >= 3, sizes.max() <= 17
     (1000, 6, np.True_, np.True_)
     >>> plans["finished_at"].max() <= pd.Timestamp("2026-01-01", tz="UTC")
     True
@@ -350,7 +418,8 @@ def make_history(
     if change is not None:
         finished = _finish_times(np.random.default_rng([seed, 1]), n_plans, end, days)
         shift = _change_shift(change, agent_names, agent, finished)
-    succeeded = _outcomes(rng, agent, goal, choice, skills, shift)
+    tools, cases = _add_cases(rng, tools, goal)
+    succeeded = _outcomes(rng, agent, goal, choice, skills, shift, cases)
     steps, step_counts = _step_frame(rng, tools, succeeded)
     plans = _plan_frame(rng, agent, agent_names, goal, succeeded, steps, step_counts, end, days,
                         finished)  # fmt: skip
@@ -439,6 +508,35 @@ def planted_patterns() -> pd.DataFrame:
             "share": [p.share for p in PLANTED_PATTERNS],
         }
     )
+
+
+def planted_truth() -> pd.DataFrame:
+    """Everything planted, with what a stratified analysis should report for it.
+
+    Columns: pattern (tuple of tools), pattern_text, kind (``effect`` for the planted
+    patterns, ``confounded``, ``simpson``), direction (within goal types; missing for the
+    confounded tool, which has no effect), pooled_direction (what a pooled comparison
+    sees), log_odds (effect within every goal type) and finding (whether it is a true
+    effect that a report's findings should hold).
+
+    >>> planted_truth()[["pattern_text", "kind", "finding"]].tail(2).values.tolist()
+    [['read_faq', 'confounded', False], ['quick_answer', 'simpson', True]]
+    """
+    planted = planted_patterns()
+    cases = pd.DataFrame(
+        {
+            "pattern": [(c.tool,) for c in PLANTED_CASES],
+            "pattern_text": [c.tool for c in PLANTED_CASES],
+            "kind": [c.kind for c in PLANTED_CASES],
+            "direction": pd.Series([c.stratified for c in PLANTED_CASES], dtype="str"),
+            "pooled_direction": [c.pooled for c in PLANTED_CASES],
+            "log_odds": [c.log_odds for c in PLANTED_CASES],
+        }
+    )
+    effects = planted.assign(kind="effect", pooled_direction=planted["direction"])
+    table = pd.concat([effects[cases.columns], cases], ignore_index=True)
+    table["finding"] = table["direction"].notna()
+    return table.astype({"pattern_text": "str", "kind": "str", "pooled_direction": "str"})
 
 
 def is_planted_related(pattern: tuple[str, ...] | list[str]) -> bool:

@@ -26,7 +26,7 @@ from metalearn.synthetic import make_history
 from tests.conftest import END, T0
 
 AS_OF = END - timedelta(days=5)
-RATES = ["plans", "successes", "success_rate", "ci_low", "ci_high"]
+RATES = ["plans", "successes", "success_rate", "ci_low", "ci_high", "low_n"]
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +116,8 @@ def expected_groups(plans: pd.DataFrame, key: pd.Series) -> pd.DataFrame:
         wilson(int(k), int(n)) for k, n in zip(table["successes"], table["plans"], strict=True)
     ]
     table["ci_low"], table["ci_high"] = zip(*bounds, strict=True)
+    # the documented rule: under 30 plans, or an interval wider than 25 points
+    table["low_n"] = (table["plans"] < 30) | (table["ci_high"] - table["ci_low"] > 0.25)
     return table
 
 
@@ -185,6 +187,19 @@ def test_columns_are_exactly_as_documented(synthetic: MetaLearningService) -> No
     assert analysis.by_day.columns.tolist() == ["day", *RATES]
     assert analysis.failure_reasons.columns.tolist() == ["tool", "error", "count", "plans"]
     assert "(none)" in set(analysis.by_goal_type["goal_type"])
+
+
+def test_low_n_marks_the_rates_nobody_should_act_on(tau: MetaLearningService) -> None:
+    """τ-bench goal types: 12 to 64 plans; only the two largest have intervals <= 25 points."""
+    goals = tau.analyze_execution_patterns_sync(time_range_days=None).by_goal_type
+    width = goals["ci_high"] - goals["ci_low"]
+    assert (goals["low_n"] == ((goals["plans"] < 30) | (width > 0.25))).all()
+    assert goals.loc[~goals["low_n"], "goal_type"].tolist() == [
+        "airline:no_write",
+        "airline:modify",
+    ]
+    days = tau.analyze_execution_patterns_sync(time_range_days=None).by_day
+    assert days["low_n"].all()  # a handful of synthetic-time runs a day
 
 
 # -- failure reasons -------------------------------------------------------------------

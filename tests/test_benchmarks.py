@@ -90,3 +90,29 @@ def test_ngrams_count_plans_containing_a_sequence_at_least_once(tmp_path: Path) 
         "b → a": {"plans": 2, "successes": 1},
     }
     assert table.set_index("pattern_text").at["a → b", "lift"] == 2.0
+
+
+@pytest.fixture(scope="module")
+def stratified(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, pd.DataFrame]:
+    path = tmp_path_factory.mktemp("benchmarks") / "history.db"
+    with HistoryStore(f"sqlite:///{path}") as store:
+        store.import_frames(*histories.make(3_000))
+    return agreement.stratified_results(f"sqlite:///{path}")
+
+
+def test_stratified_figures_agree_with_the_pandas_baseline(
+    stratified: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    ours, theirs = stratified
+    assert agreement.compare_stratified(ours, theirs) == []
+    assert len(ours) > 100 and ours["cmh_p_value"].notna().mean() > 0.9
+
+
+def test_a_stratified_disagreement_is_reported(
+    stratified: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    ours, theirs = stratified
+    changed = theirs.copy()
+    changed.loc[0, "mh_odds_ratio"] *= 1 + 1e-6
+    problems = agreement.compare_stratified(ours, changed)
+    assert len(problems) == 1 and "mh_odds_ratio" in problems[0], problems

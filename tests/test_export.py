@@ -97,13 +97,17 @@ def test_pattern_files_write_patterns_as_text(
     patterns = read(tmp_path / "patterns.csv")
     assert list(patterns.columns) == [
         "pattern", "length", "plans", "successes", "success_rate", "ci_low", "ci_high", "lift",
-        "p_value", "q_value", "significant", "direction",
+        "p_value", "mh_odds_ratio", "mh_ci_low", "mh_ci_high", "cmh_p_value",
+        "homogeneity_p_value", "strata", "simpson", "q_value", "significant", "direction",
+        "plans_needed", "explained_by", "finding",
     ]  # fmt: skip
     assert patterns["pattern"].tolist() == report.patterns["pattern_text"].tolist()
     assert "respond → transfer_to_human_agents" in set(patterns["pattern"])
     successful = read(tmp_path / "successful_patterns.csv")
     assert successful["pattern"].tolist() == report.successful["pattern_text"].tolist()
     assert len(read(tmp_path / "failing_patterns.csv")) == len(report.failing)
+    assert len(successful) + len(report.failing) == len(report.findings) < len(patterns)
+    assert set(patterns["finding"]) <= {"True", "False"}
     summary = read(tmp_path / "pattern_summary.csv").iloc[0]
     assert summary[["plans", "successes", "patterns_tested", "min_support", "fdr"]].tolist() == [
         "200", "84", str(len(report.patterns)), "10", "0.05",

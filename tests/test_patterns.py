@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -13,12 +13,14 @@ from scipy.stats import false_discovery_control, fisher_exact
 
 from metalearn import InvalidArgumentError, MetaLearningService, PatternReport
 from metalearn._patterns import count_patterns
-from metalearn.synthetic import PLANTED_PATTERNS, is_planted_related
-from tests.conftest import TAU_BENCH
+from metalearn.synthetic import PLANTED_PATTERNS, is_planted_related, planted_truth
+from tests.conftest import END, TAU_BENCH
 
 COLUMNS = [
     "pattern", "pattern_text", "length", "plans", "successes", "success_rate", "ci_low",
-    "ci_high", "lift", "p_value", "q_value", "significant", "direction",
+    "ci_high", "lift", "p_value", "mh_odds_ratio", "mh_ci_low", "mh_ci_high", "cmh_p_value",
+    "homogeneity_p_value", "strata", "simpson", "q_value", "significant", "direction",
+    "plans_needed", "explained_by", "finding",
 ]  # fmt: skip
 
 
@@ -53,7 +55,10 @@ def test_tau_bench_bigrams(tau: MetaLearningService, call: Callable[..., Any]) -
 
 
 def test_every_row_matches_an_independent_count_and_scipy(tau: MetaLearningService) -> None:
-    report = tau.extract_successful_patterns_sync(time_range_days=None, max_length=3, min_support=3)
+    """Pooled (``stratify_by=None``): Fisher p-values and BH over them, as before."""
+    report = tau.extract_successful_patterns_sync(
+        time_range_days=None, max_length=3, min_support=3, stratify_by=None
+    )
     rows = report.patterns.set_index("pattern")
     expected = {g: v for g, v in plain_ngrams(3).items() if v[0] >= 3}
     assert set(rows.index) == set(expected)
@@ -69,6 +74,23 @@ def test_every_row_matches_an_independent_count_and_scipy(tau: MetaLearningServi
     np.testing.assert_allclose(report.patterns["q_value"], q, rtol=1e-12)
     assert (report.patterns["significant"] == (report.patterns["q_value"] <= 0.05)).all()
     assert report.patterns["p_value"].is_monotonic_increasing
+    assert (report.patterns["strata"] <= 1).all() and not report.patterns["simpson"].any()
+
+
+def test_stratified_q_values_come_from_cmh(tau: MetaLearningService) -> None:
+    report = tau.extract_successful_patterns_sync(time_range_days=None, max_length=3, min_support=3)
+    rows = report.patterns
+    q = false_discovery_control(rows["cmh_p_value"].fillna(1.0).to_numpy(), method="bh")
+    np.testing.assert_allclose(rows["q_value"], q, rtol=1e-12)
+    assert (rows["significant"] == (rows["q_value"] <= 0.05)).all()
+    assert rows["cmh_p_value"].fillna(1.0).is_monotonic_increasing  # most significant first
+    odds = rows["mh_odds_ratio"].fillna(rows["lift"])
+    assert (rows["direction"] == np.where(odds > 1, "success", "failure")).all()
+    pooled = np.where(rows["lift"] > 1, "success", "failure")
+    assert (rows["simpson"] == (rows["significant"] & (pooled != rows["direction"]))).all()
+    assert (rows.loc[rows["significant"], "plans_needed"] == 0).all()
+    assert (rows["finding"] <= rows["significant"]).all()
+    assert (rows.loc[rows["finding"], "explained_by"] == "").all()
 
 
 def test_min_support_and_lengths_bound_the_rows(tau: MetaLearningService) -> None:
@@ -93,8 +115,8 @@ def test_planted_patterns_are_recovered(
     failing = set(report.failing["pattern"])
     assert {p.pattern for p in PLANTED_PATTERNS if p.direction == "success"} <= successful
     assert {p.pattern for p in PLANTED_PATTERNS if p.direction == "failure"} <= failing
-    assert report.successful["lift"].is_monotonic_decreasing
-    assert report.failing["lift"].is_monotonic_increasing
+    assert report.successful["mh_odds_ratio"].is_monotonic_decreasing
+    assert report.failing["mh_odds_ratio"].is_monotonic_increasing
     assert is_planted_related(report.successful["pattern"].iloc[0])
     assert is_planted_related(report.failing["pattern"].iloc[0])
 
@@ -162,3 +184,182 @@ def test_bad_arguments(
 ) -> None:
     with pytest.raises(InvalidArgumentError, match=message):
         call(tau, "extract_successful_patterns", **kwargs)
+
+
+# -- stratified effects and findings ------------------------------------------------------
+
+
+def _stratum_tables(tool: str) -> pd.DataFrame:
+    """τ-bench by hand: per goal type, plans and successes with and without ``tool``."""
+    plans = pd.read_csv(TAU_BENCH / "plans.csv")
+    steps = pd.read_csv(TAU_BENCH / "steps.csv")
+    using = set(steps.loc[steps["tool"] == tool, "plan_id"])
+    frame = pd.DataFrame({
+        "goal": plans["goal_type"].fillna("(none)"),
+        "used": plans["plan_id"].isin(using),
+        "won": plans["status"] == "succeeded",
+    })  # fmt: skip
+    return frame.groupby("goal").agg(
+        n=("won", "size"), x=("used", "sum"), s=("won", "sum"),
+        a=("won", lambda w: int((w & frame.loc[w.index, "used"]).sum())),
+    )  # fmt: skip
+
+
+def _by_hand(tables: pd.DataFrame) -> dict[str, float]:
+    """Mantel-Haenszel, RBG, CMH and Breslow-Day/Tarone written out from their definitions."""
+    from scipy.optimize import brentq
+    from scipy.stats import chi2, norm
+
+    rows = [r for r in tables.itertuples() if 0 < r.x < r.n and 0 < r.s < r.n]
+    cells = [(r.a, r.x - r.a, r.s - r.a, r.n - r.x - r.s + r.a, r.n) for r in rows]
+    big_r = sum(a * d / n for a, b, c, d, n in cells)
+    big_s = sum(b * c / n for a, b, c, d, n in cells)
+    odds = big_r / big_s
+    pr = sum((a + d) / n * a * d / n for a, b, c, d, n in cells)
+    ps_qr = sum(((a + d) * b * c + (b + c) * a * d) / n**2 for a, b, c, d, n in cells)
+    qs = sum((b + c) / n * b * c / n for a, b, c, d, n in cells)
+    figures = {"odds": odds, "strata": len(rows)}
+    if 0 < odds < np.inf:
+        se = np.sqrt(pr / (2 * big_r**2) + ps_qr / (2 * big_r * big_s) + qs / (2 * big_s**2))
+        figures |= {"low": odds * np.exp(-norm.ppf(0.975) * se),
+                    "high": odds * np.exp(norm.ppf(0.975) * se)}  # fmt: skip
+        gaps, variances = [], []
+        for r in rows:  # the expected cell under the common odds ratio, by root finding
+            low, high = max(0, r.x + r.s - r.n), min(r.x, r.s)
+            e = brentq(lambda t, r=r: t * (r.n - r.x - r.s + t) - odds * (r.x - t) * (r.s - t),
+                       low, high)  # fmt: skip
+            gaps.append(r.a - e)
+            variances.append(
+                1 / (1 / e + 1 / (r.x - e) + 1 / (r.s - e) + 1 / (r.n - r.x - r.s + e))
+            )
+        bd = sum(g * g / v for g, v in zip(gaps, variances, strict=True))
+        bd -= sum(gaps) ** 2 / sum(variances)
+        figures["homogeneity"] = chi2.sf(bd, len(rows) - 1)
+    deviation = sum(r.a - r.x * r.s / r.n for r in rows)
+    variance = sum(r.x * (r.n - r.x) * r.s * (r.n - r.s) / (r.n**2 * (r.n - 1)) for r in rows)
+    figures["cmh"] = chi2.sf(deviation**2 / variance, 1)
+    return figures
+
+
+@pytest.mark.parametrize("tool", ["transfer_to_human_agents", "book_reservation"])
+def test_tau_bench_stratified_figures_by_hand(tau: MetaLearningService, tool: str) -> None:
+    report = tau.extract_successful_patterns_sync(time_range_days=None)
+    row = report.patterns.set_index("pattern_text").loc[tool]
+    expected = _by_hand(_stratum_tables(tool))
+    assert row["strata"] == expected["strata"]
+    assert row["mh_odds_ratio"] == pytest.approx(expected["odds"], rel=1e-10)
+    assert row["cmh_p_value"] == pytest.approx(expected["cmh"], rel=1e-9)
+    if "low" in expected:
+        assert (row["mh_ci_low"], row["mh_ci_high"]) == pytest.approx(
+            (expected["low"], expected["high"]), rel=1e-9)  # fmt: skip
+        assert row["homogeneity_p_value"] == pytest.approx(expected["homogeneity"], rel=1e-7)
+    else:  # an odds ratio of 0: no interval and no homogeneity test
+        assert np.isnan(row["mh_ci_low"]) and np.isnan(row["homogeneity_p_value"])
+
+
+def test_tau_bench_stratified_story(tau: MetaLearningService) -> None:
+    """Pooled, transferring goes with success and booking with failure, both very clearly;
+    within goal types the transfer effect shrinks and varies, and booking's is not
+    significant."""
+    report = tau.extract_successful_patterns_sync(time_range_days=None)
+    rows = report.patterns.set_index("pattern_text")
+    transfer, book = rows.loc["transfer_to_human_agents"], rows.loc["book_reservation"]
+    assert transfer["p_value"] < 1e-5 and transfer["cmh_p_value"] > 1e-3
+    assert transfer["homogeneity_p_value"] < 0.01  # the effect differs between goal types
+    assert book["p_value"] < 1e-4 and not book["significant"] and book["q_value"] > 0.1
+    assert report.findings["pattern_text"].tolist() == [
+        "respond → respond → transfer_to_human_agents"
+    ]
+    assert transfer["explained_by"] == "respond → respond → transfer_to_human_agents"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaLearningService]:
+    """The history ``metalearn demo`` builds: 20,000 plans, seed 0."""
+    from metalearn import HistoryStore
+    from metalearn.synthetic import make_history
+
+    path = tmp_path_factory.mktemp("demo") / "demo.db"
+    with HistoryStore(f"sqlite:///{path}") as store:
+        store.import_frames(*make_history(20_000, seed=0, end=END))
+        with MetaLearningService(store, max_workers=1) as service:
+            yield service
+
+
+@pytest.mark.parametrize("history", ["demo", "synthetic"])
+def test_findings_hold_the_planted_truth(history: str, request: pytest.FixtureRequest) -> None:
+    service = request.getfixturevalue(history)
+    report = service.extract_successful_patterns_sync(time_range_days=None)
+    findings = report.findings.set_index("pattern")
+    truth = planted_truth()
+    for planted in truth[truth["finding"]].itertuples():
+        assert planted.pattern in findings.index, planted.pattern_text
+        assert findings.loc[[planted.pattern], "direction"].iloc[0] == planted.direction
+    simpson = findings.loc[[("quick_answer",)]].iloc[0]
+    assert simpson["simpson"] and simpson["lift"] > 1 and simpson["mh_odds_ratio"] < 1
+    assert findings["simpson"].sum() == 1
+    assert ("read_faq",) not in findings.index
+    assert len(findings) <= 10, findings["pattern_text"].tolist()
+    # (a) pooled it is very significant; within goal types it is not
+    faq = report.patterns.set_index("pattern_text").loc["read_faq"]
+    assert faq["p_value"] < 1e-10 and not faq["significant"] and faq["lift"] > 1.1
+    pooled = service.extract_successful_patterns_sync(time_range_days=None, stratify_by=None)
+    assert ("read_faq",) in set(pooled.findings["pattern"])
+
+
+def test_findings_explain_the_ride_alongs(synthetic: MetaLearningService) -> None:
+    report = synthetic.extract_successful_patterns_sync(time_range_days=None)
+    rows = report.patterns
+    planted_text = {" → ".join(p.pattern) for p in PLANTED_PATTERNS}
+    explained = rows[rows["explained_by"] != ""]
+    assert len(explained) > 100
+    assert explained["explained_by"].isin(rows.loc[rows["finding"], "pattern_text"]).mean() > 0.9
+    # every planted pattern's sub-sequences are explained by it
+    for planted in PLANTED_PATTERNS:
+        for size in range(1, len(planted.pattern)):
+            part = rows[rows["pattern"] == planted.pattern[:size]]
+            assert part["explained_by"].iloc[0] in planted_text
+
+
+def test_stratify_by_agent(synthetic: MetaLearningService) -> None:
+    report = synthetic.extract_successful_patterns_sync(time_range_days=None,
+                                                        stratify_by="agent_id")  # fmt: skip
+    assert report.stratify_by == "agent_id" and report.patterns["strata"].max() == 6
+    assert {p.pattern for p in PLANTED_PATTERNS} <= set(report.findings["pattern"])
+
+
+def test_pooled_figures_are_the_single_table(tau: MetaLearningService) -> None:
+    report = tau.extract_successful_patterns_sync(time_range_days=None, stratify_by=None)
+    row = report.patterns.set_index("pattern_text").loc["transfer_to_human_agents"]
+    a, b, c, d = 35, 48 - 35, 84 - 35, 116 - 13
+    assert row["mh_odds_ratio"] == pytest.approx(a * d / (b * c), rel=1e-12)
+    assert row["strata"] == 1 and np.isnan(row["homogeneity_p_value"])
+
+
+def test_plans_needed_for_rows_that_are_not_significant(tau: MetaLearningService) -> None:
+    rows = tau.extract_successful_patterns_sync(time_range_days=None).patterns
+    open_rows = rows[~rows["significant"]]
+    known = open_rows["plans_needed"].dropna()
+    assert len(known) > 20 and (known > 0).all()
+    # the weaker the evidence at the same support, the more plans it needs
+    odds = open_rows["mh_odds_ratio"]
+    assert open_rows.loc[(odds == 0) | np.isinf(odds), "plans_needed"].isna().all()
+
+
+def test_stratify_by_nonsense_is_a_typed_error(
+    tau: MetaLearningService, call: Callable[..., Any]
+) -> None:
+    with pytest.raises(InvalidArgumentError, match='"goal_type", "agent_id" or None'):
+        call(tau, "extract_successful_patterns", stratify_by="nonsense")
+
+
+def test_plan_strata_are_put_in_seq_order_when_they_come_unordered() -> None:
+    import pyarrow as pa
+
+    from metalearn._patterns import _PlanStrata
+
+    table = pa.table({"group_key": [None, None, None], "seq": [3, 1, 2],
+                      "succeeded": [True, False, True], "stratum": ["b", None, "a"]})  # fmt: skip
+    strata = _PlanStrata.read(table)
+    assert strata.seq.tolist() == [1, 2, 3] and strata.succeeded.tolist() == [False, True, True]
+    assert strata.n_strata == 3 and len(set(strata.stratum.tolist())) == 3  # None is a stratum

@@ -236,26 +236,35 @@ def test_strongest_patterns_fold_near_copies_and_keep_the_planted_ones(
     assert len(unfolded) == 100 and len(rows) < 100
 
 
-def test_strongest_patterns_rank_by_distance_from_lift_one(report: PatternReport) -> None:
+def test_strongest_patterns_rank_by_distance_from_odds_ratio_one(report: PatternReport) -> None:
     rows = strongest_patterns(report, top=10, fold=False)
-    strength = np.abs(np.log(rows["lift"].to_numpy()))
-    assert (np.diff(strength) <= 1e-12).all()
+    strength = np.abs(np.log(rows["mh_odds_ratio"].to_numpy()))
+    assert (np.diff(strength) <= 1e-12).all() and len(rows) == 10
+    assert strongest_patterns(report, top=50)["pattern_text"].tolist() == sorted(
+        report.findings["pattern_text"],
+        key=lambda t: (
+            -abs(np.log(report.findings.set_index("pattern_text").at[t, "mh_odds_ratio"]))
+        ),
+    )
 
 
-def test_patterns_two_colours_log_lift_and_support(report: PatternReport, ax: Axes) -> None:
+def test_patterns_two_colours_log_odds_and_support(report: PatternReport, ax: Axes) -> None:
     plot_patterns(report, top=6, ax=ax)
     rows = strongest_patterns(report, top=6)
-    assert ax.get_xscale() == "log" and "lift" in ax.get_xlabel()
-    assert len(ax.patches) == len(rows) == 6
+    assert ax.get_xscale() == "log" and "MH odds ratio" in ax.get_xlabel()
+    assert "within goal_type strata" in ax.get_xlabel()
+    assert len(ax.patches) == len(rows) == len(report.findings) == 5
     colours = {tuple(p.get_facecolor()) for p in ax.patches}
     assert len(colours) == 2
-    for patch in ax.patches:  # bars go from lift 1 to the pattern's lift
+    for patch in ax.patches:  # bars go from odds ratio 1 to the pattern's
         assert patch.get_x() == 1
-    assert set(tick_labels(ax)) == set(rows["pattern_text"])
-    assert {f"n={n:,}" for n in rows["plans"]} <= set(texts(ax))
+    marked = [("\u26a0 " if s else "") + t
+              for t, s in zip(rows["pattern_text"], rows["simpson"], strict=True)]  # fmt: skip
+    assert set(tick_labels(ax)) == set(marked) and "\u26a0 quick_answer" in marked
     assert {"goes with success →", "← goes with failure"} <= set(texts(ax))
+    assert any(t.startswith("n=") and "Simpson: pooled lift" in t for t in texts(ax))
     significant, tested = int(report.patterns["significant"].sum()), len(report.patterns)
-    assert f"6 of {significant:,} significant patterns ({tested:,} tested)" in ax.get_xlabel()
+    assert f"5 findings of {significant:,} significant ({tested:,} tested)" in ax.get_xlabel()
 
 
 def test_patterns_say_so_when_nothing_is_significant(report: PatternReport, ax: Axes) -> None:
@@ -407,3 +416,24 @@ def test_results_render_as_html_tables(analysis: ExecutionAnalysis, report: Patt
     page = report._repr_html_()
     assert page.count("<table") == 2 and "validate_input → dry_run → apply_change" in page
     assert "pattern_text" in page and "<th>pattern</th>" not in page
+
+
+def test_low_n_rates_are_drawn_pale_and_labelled(ax: Axes) -> None:
+    frame = pd.DataFrame({"agent_id": ["big", "small"], "plans": [400, 12],
+                          "successes": [300, 6], "success_rate": [0.75, 0.5],
+                          "ci_low": [0.71, 0.25], "ci_high": [0.79, 0.75],
+                          "low_n": [False, True]})  # fmt: skip
+    plot_success_rates(frame, ax=ax)
+    colours = {label: tuple(p.get_facecolor()) for label, p in
+               zip(tick_labels(ax), ax.patches, strict=True)}  # fmt: skip
+    assert colours["small"] != colours["big"]
+    assert "n=12 (low n)" in texts(ax) and "n=400" in texts(ax)
+    assert "pale bars: low n" in ax.get_xlabel()
+
+
+def test_low_n_days_are_hollow_points(analysis: ExecutionAnalysis, ax: Axes) -> None:
+    days = analysis.by_day.assign(low_n=[i % 3 == 0 for i in range(len(analysis.by_day))])
+    plot_success_trend(days, ax=ax)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "low n" in labels
+    assert len(ax.collections[-1].get_offsets()) == int(days["low_n"].sum())

@@ -72,7 +72,7 @@ def test_interchange_columns_and_validity(history: tuple[pd.DataFrame, pd.DataFr
 def test_realistic_ranges(history: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     plans, steps = history
     sizes = steps.groupby("plan_id").size()
-    assert sizes.min() == 3 and sizes.max() == 15
+    assert sizes.min() == 3 and sizes.max() == 17  # 3-12 background + 3 planted + 2 cases
     assert plans["finished_at"].is_monotonic_increasing
     assert plans["finished_at"].max() <= pd.Timestamp(END)
     assert plans["finished_at"].min() >= pd.Timestamp(END - timedelta(days=60))
