@@ -293,9 +293,11 @@ def findings(
     presence: Presence,
     alpha: float,
     fdr: float,
+    texts: list[str] | None = None,
 ) -> tuple[NDArray[np.object_], NDArray[np.bool_]]:
     """For each row (strongest first): the text of the pattern explaining it (or ``""``),
-    and whether it is a finding.
+    and whether it is a finding. ``texts`` are the rows' ``pattern_text`` (default: the
+    tools joined by ``" → "``).
 
     Rows that are not significant are never explained nor findings; see the module
     docstring for the rule. ``alpha`` is the report's BH threshold, ``p_values`` the
@@ -318,7 +320,7 @@ def findings(
     rounds = _Rounds(patterns, p_values, candidates, presence, alpha)
     chosen = np.array(rounds.settle(fdr), dtype=np.int64)
     for row, by in rounds.explained.items():
-        explained[row] = " → ".join(patterns[by])
+        explained[row] = " → ".join(patterns[by]) if texts is None else texts[by]
     residual = rounds.residual[chosen]
     order = np.argsort(residual, kind="stable")
     ranked, residual = chosen[order], residual[order]

@@ -1,4 +1,7 @@
-"""Successful patterns: contiguous tool sequences whose presence raises or lowers success.
+"""Successful patterns: tool sequences whose presence raises or lowers success.
+
+Contiguous by default; with ``max_gap`` other steps may come between consecutive tools
+(:func:`count_gapped_patterns`).
 
 Counting works on integer-coded arrays (a plan index and a tool id per step, in plan and
 step order) and is vectorised per length: an n-gram's id is the dense id of its
@@ -30,7 +33,7 @@ from metalearn._analysis import with_rates
 from metalearn._arrays import dense_codes, first_occurrences
 from metalearn._findings import Presence, findings
 from metalearn._queries import PatternOptions, Window
-from metalearn._results import PATTERN_COLUMNS, PatternReport
+from metalearn._results import PATTERN_COLUMNS, PatternReport, pattern_text
 from metalearn._stats import (
     StratifiedTests,
     benjamini_hochberg,
@@ -42,7 +45,7 @@ from metalearn._stats import (
 )
 from metalearn._warehouse import Snapshot
 
-__all__ = ["count_patterns", "extract", "extract_groups"]
+__all__ = ["count_gapped_patterns", "count_patterns", "extract", "extract_groups"]
 
 Ints = NDArray[np.int64]
 
@@ -143,7 +146,7 @@ def count_patterns(
     """
     ids, valid = tool.astype(np.int64), np.ones(len(tool), dtype=bool)
     decode: Ints = np.arange(n_tools, dtype=np.int64)[:, None]
-    found = []
+    found: list[_Counts] = []
     first = first_occurrences(ids, offset) if first_call is None else first_call
     strata = max(n_strata, 1) if stratum is not None else 1
     plan32 = plan.astype(np.int32)  # half the memory traffic of the per-length passes
@@ -155,17 +158,127 @@ def count_patterns(
         if not valid.any():
             break
         firsts = _Firsts.of(ids, first, plan32)
-        by_stratum, wins = firsts.counts(succeeded, stratum, len(decode), strata)
-        frequent = by_stratum.sum(axis=1) >= min_support
-        if length >= min_length:
-            paired, fisher = frequent, None
-            if screen is not None:
-                fisher, may = screen.apply(by_stratum[frequent], wins[frequent])
-                paired = np.zeros_like(frequent)
-                paired[frequent] = may
-            found.append(_frequent(decode, by_stratum, wins, frequent, paired, firsts, fisher))
+        frequent = _count_length(found, firsts, decode, succeeded, stratum, strata, min_support,
+                                 screen if length >= min_length else None,
+                                 keep=length >= min_length)  # fmt: skip
         valid &= frequent[np.where(valid, ids, 0)]
     return found
+
+
+def _count_length(
+    found: list[_Counts],
+    firsts: _Firsts,
+    decode: Ints,
+    succeeded: NDArray[np.bool_],
+    stratum: Ints | None,
+    strata: int,
+    min_support: int,
+    screen: _Screen | None,
+    *,
+    keep: bool,
+) -> NDArray[np.bool_]:
+    """Count one length's patterns; append the frequent ones (when ``keep``) to ``found``
+    and return which are frequent (what the next length may extend)."""
+    by_stratum, wins = firsts.counts(succeeded, stratum, len(decode), strata)
+    frequent: NDArray[np.bool_] = by_stratum.sum(axis=1) >= min_support
+    if keep:
+        paired, fisher = frequent, None
+        if screen is not None:
+            fisher, may = screen.apply(by_stratum[frequent], wins[frequent])
+            paired = np.zeros_like(frequent)
+            paired[frequent] = may
+        found.append(_frequent(decode, by_stratum, wins, frequent, paired, firsts, fisher))
+    return frequent
+
+
+def count_gapped_patterns(
+    plan: Ints,
+    tool: Ints,
+    succeeded: NDArray[np.bool_],
+    n_tools: int,
+    *,
+    min_length: int,
+    max_length: int,
+    min_support: int,
+    max_gap: int,
+    stratum: Ints | None = None,
+    n_strata: int = 1,
+    screen: _Screen | None = None,
+) -> list[_Counts]:
+    """Frequent tool sequences with at most ``max_gap`` other steps between consecutive
+    tools, lengths ``min_length..max_length`` (arguments as for :func:`count_patterns`).
+
+    An *occurrence* is a pattern and the step where one of its embeddings ends. Length 1:
+    every step. Each occurrence of a frequent pattern is extended by each of the next
+    ``max_gap + 1`` steps of its plan; occurrences ending at the same step with the same
+    pattern are one (however they began), so they number at most steps x patterns. One
+    sort per length by (pattern, end step) drops those repeats and gives, per pattern,
+    the plans holding it (its first occurrence in each plan), which is presence counted
+    once per plan.
+
+    Pruning stays valid with gaps: a plan holding ``A → … → B → … → C`` (gaps of at most
+    ``max_gap``) holds ``A → … → B`` in the same places, with the same gaps, so a pattern
+    is never in more plans than its prefix, and only occurrences of frequent patterns are
+    extended. (Dropping a *middle* tool would not be valid: the two gaps around it add
+    up, and can exceed ``max_gap``; that is why only prefixes are pruned.)
+    """
+    n = len(tool)
+    ends, ids = np.arange(n, dtype=np.int64), tool.astype(np.int64)
+    decode: Ints = np.arange(n_tools, dtype=np.int64)[:, None]
+    found: list[_Counts] = []
+    strata = max(n_strata, 1) if stratum is not None else 1
+    plan32 = plan.astype(np.int32)
+    for length in range(1, max_length + 1):
+        if length > 1:
+            ends, ids, decode = _extend_gapped(plan32, tool, ends, ids, decode, n_tools, max_gap)
+        if len(ends) == 0:
+            break
+        ends, ids, firsts = _occurrences(ends, ids, plan32)
+        frequent = _count_length(found, firsts, decode, succeeded, stratum, strata, min_support,
+                                 screen if length >= min_length else None,
+                                 keep=length >= min_length)  # fmt: skip
+        kept = frequent[ids]
+        ends, ids = ends[kept], ids[kept]
+    return found
+
+
+def _extend_gapped(
+    plan: NDArray[np.int32],
+    tool: Ints,
+    ends: Ints,
+    ids: Ints,
+    decode: Ints,
+    n_tools: int,
+    max_gap: int,
+) -> tuple[Ints, Ints, Ints]:
+    """Occurrences one tool longer: each followed by any of the next ``max_gap + 1`` steps
+    of its plan. Returns their end steps, dense pattern ids and the ids' tools."""
+    new_ends, codes = [], []
+    for gap in range(max_gap + 1):
+        after = ends + 1 + gap
+        inside = after < len(tool)
+        inside[inside] = plan[after[inside]] == plan[ends[inside]]
+        new_ends.append(after[inside])
+        codes.append(ids[inside] * n_tools + tool[after[inside]])
+    new_ids, uniques = dense_codes(np.concatenate(codes))
+    new_decode = np.hstack([decode[uniques // n_tools], (uniques % n_tools)[:, None]])
+    return np.concatenate(new_ends), new_ids, new_decode
+
+
+def _occurrences(ends: Ints, ids: Ints, plan: NDArray[np.int32]) -> tuple[Ints, Ints, _Firsts]:
+    """The distinct (pattern, end step) occurrences, sorted, and the first per plan."""
+    n = len(plan)
+    key = np.sort(ids * n + ends)
+    distinct = np.empty(len(key), dtype=bool)
+    distinct[:1] = True
+    np.not_equal(key[1:], key[:-1], out=distinct[1:])
+    key = key[distinct]
+    ids, ends = key // n, key % n
+    owner = plan[ends]
+    first = np.empty(len(key), dtype=bool)
+    first[:1] = True
+    first[1:] = (ids[1:] != ids[:-1]) | (owner[1:] != owner[:-1])
+    return ends, ids, _Firsts(ids[first], owner[first])
 
 
 def _frequent(
@@ -251,7 +364,9 @@ def _pattern_rows(
     frame = pd.DataFrame(
         {
             "pattern": pd.Series(patterns, dtype=object),
-            "pattern_text": pd.Series([" → ".join(p) for p in patterns], dtype="str"),
+            "pattern_text": pd.Series(
+                [pattern_text(p, options.max_gap) for p in patterns], dtype="str"
+            ),
             "length": np.array([len(p) for p in patterns], dtype=np.int64),
             "plans": _concat(counts, "plans"),
             "successes": _concat(counts, "successes"),
@@ -336,7 +451,8 @@ def _with_findings(
     tested = frame["cmh_p_value"] if options.stratify_by is not None else frame["p_value"]
     significant = frame["significant"].to_numpy()
     explained, found = findings(list(frame["pattern"]), tested.fillna(1.0).to_numpy(),
-                                significant, presence, alpha, options.fdr)  # fmt: skip
+                                significant, presence, alpha, options.fdr,
+                                texts=list(frame["pattern_text"]))  # fmt: skip
     frame = frame.assign(plans_needed=pd.Series(needed, dtype="Int64"),
                          explained_by=pd.Series(explained, dtype="str"), finding=found)  # fmt: skip
     return frame[PATTERN_COLUMNS]
@@ -438,6 +554,32 @@ class _PlanStrata:
                        if len(self.seq) else np.zeros(len(at), np.int64))  # fmt: skip
 
 
+def _count(
+    steps: _Steps,
+    rows: NDArray[np.bool_] | slice,
+    n_tools: int,
+    options: PatternOptions,
+    strata: _Strata,
+    stratified: bool,
+) -> list[_Counts]:
+    """The frequent patterns of the selected steps: contiguous, or with gaps."""
+    stratum = strata.plan_stratum if stratified else None
+    screen = _Screen(options.fdr, strata.plans, strata.successes, stratified)
+    if options.max_gap:
+        return count_gapped_patterns(
+            steps.plan[rows], steps.tool[rows], steps.succeeded, n_tools,
+            min_length=options.min_length, max_length=options.max_length,
+            min_support=options.min_support, max_gap=options.max_gap, stratum=stratum,
+            n_strata=strata.plans.size, screen=screen,
+        )  # fmt: skip
+    return count_patterns(
+        steps.plan[rows], steps.tool[rows], steps.offset[rows], steps.succeeded, n_tools,
+        min_length=options.min_length, max_length=options.max_length,
+        min_support=options.min_support, first_call=steps.first_call[rows], stratum=stratum,
+        n_strata=strata.plans.size, screen=screen,
+    )  # fmt: skip
+
+
 def _report(
     steps: _Steps,
     names: NDArray[np.object_],
@@ -452,13 +594,7 @@ def _report(
     if not stratified:  # one stratum: every plan
         strata = _Strata(np.array([n_plans]), np.array([n_successes]),
                          np.zeros(len(steps.plan_seq), np.int64))  # fmt: skip
-    counts = count_patterns(
-        steps.plan[rows], steps.tool[rows], steps.offset[rows], steps.succeeded,
-        len(names), min_length=options.min_length, max_length=options.max_length,
-        min_support=options.min_support, first_call=steps.first_call[rows],
-        stratum=strata.plan_stratum if stratified else None, n_strata=strata.plans.size,
-        screen=_Screen(options.fdr, strata.plans, strata.successes, stratified),
-    )  # fmt: skip
+    counts = _count(steps, rows, len(names), options, strata, stratified)
     frame, order = _pattern_rows(counts, names, n_plans, n_successes, options, strata)
     return _with_findings(frame, order, counts, strata, steps.succeeded, options, n_plans,
                           n_successes)  # fmt: skip

@@ -20,6 +20,7 @@ from metalearn._errors import InvalidArgumentError
 
 __all__ = [
     "CHANGE_GROUPS",
+    "MAX_GAP",
     "STRATA",
     "BackgroundOptions",
     "ChangeOptions",
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 StratifyBy = Literal["goal_type", "agent_id"] | None
+MAX_GAP = 10
+"""The largest ``max_gap`` (occurrences to track grow about (max_gap + 1)-fold per tool)."""
 STRATA: tuple[str | None, ...] = ("goal_type", "agent_id", None)
 """The values ``stratify_by`` takes: the plan column whose values are the strata, or None."""
 
@@ -135,14 +138,15 @@ def _whole(value: object) -> bool:
 class PatternOptions:
     """Which tool sequences a pattern analysis mines and how it judges them.
 
-    Contiguous sequences of ``min_length..max_length`` tools found in at least
-    ``min_support`` plans, significant at false discovery rate ``fdr``, their effects
-    estimated within the strata of ``stratify_by`` (``"goal_type"``, ``"agent_id"``, or
-    None for one pooled table). The fields are named as the keyword arguments of the
-    public methods that take them.
+    Sequences of ``min_length..max_length`` tools found in at least ``min_support`` plans,
+    with at most ``max_gap`` other steps between consecutive tools (0: contiguous),
+    significant at false discovery rate ``fdr``, their effects estimated within the strata
+    of ``stratify_by`` (``"goal_type"``, ``"agent_id"``, or None for one pooled table).
+    The fields are named as the keyword arguments of the public methods that take them.
 
-    >>> PatternOptions.build(min_length=1, max_length=3, min_support=20, fdr=0.05)
-    PatternOptions(min_length=1, max_length=3, min_support=20, fdr=0.05, stratify_by='goal_type')
+    >>> options = PatternOptions.build(min_length=1, max_length=3, min_support=20, fdr=0.05)
+    >>> options.stratify_by, options.max_gap
+    ('goal_type', 0)
     >>> PatternOptions.build(min_length=2, max_length=1, min_support=20, fdr=0.05)
     Traceback (most recent call last):
     ...
@@ -154,6 +158,7 @@ class PatternOptions:
     min_support: int
     fdr: float
     stratify_by: StratifyBy = "goal_type"
+    max_gap: int = 0
 
     @classmethod
     def build(
@@ -164,6 +169,7 @@ class PatternOptions:
         min_support: int,
         fdr: float,
         stratify_by: StratifyBy = "goal_type",
+        max_gap: int = 0,
     ) -> PatternOptions:
         """The options, checked: one clear error for the first value out of range."""
         if not _whole(min_length) or min_length < 1:
@@ -184,7 +190,12 @@ class PatternOptions:
                 'stratify_by must be "goal_type", "agent_id" or None (one pooled table), '
                 f"not {stratify_by!r}"
             )
-        return cls(min_length, max_length, min_support, fdr, stratify_by)
+        if not _whole(max_gap) or not 0 <= max_gap <= MAX_GAP:
+            raise InvalidArgumentError(
+                f"max_gap must be an integer from 0 (contiguous) to {MAX_GAP} (other steps "
+                f"allowed between consecutive tools of a pattern), not {max_gap!r}"
+            )
+        return cls(min_length, max_length, min_support, fdr, stratify_by, int(max_gap))
 
 
 @dataclass(frozen=True)

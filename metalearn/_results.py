@@ -55,6 +55,7 @@ __all__ = [
     "HintTable",
     "PatternReport",
     "Result",
+    "pattern_text",
     "prefix_text",
     "to_html",
 ]
@@ -87,7 +88,7 @@ PATTERN_FILES = (
 _WINDOW = ["agent_id", "time_range_days", "as_of", "through_seq"]
 _PATTERN_SUMMARY = [*_WINDOW, "plans", "successes", "baseline_rate", "patterns_tested",
                     "significant", "findings", "min_length", "max_length", "min_support", "fdr",
-                    "stratify_by"]  # fmt: skip
+                    "stratify_by", "max_gap"]  # fmt: skip
 
 
 class Result(ABC):
@@ -238,7 +239,8 @@ class PatternReport(Result):
     ``patterns`` has one row per contiguous tool sequence contained in at least
     ``min_support`` plans, most significant first:
 
-    - pattern (tuple of tools), pattern_text (``" → "``-joined), length, plans
+    - pattern (tuple of tools), pattern_text (``" → "``-joined; ``" → … → "`` when the
+      report's ``options.max_gap`` lets other steps come between), length, plans
       (containing it), successes, success_rate, ci_low, ci_high (95% Wilson)
     - lift (success_rate / baseline_rate) and p_value (two-sided Fisher exact test of
       with / without x succeeded / failed): the pooled comparison, always
@@ -264,7 +266,7 @@ class PatternReport(Result):
       :mod:`metalearn._findings` and the README).
 
     ``options`` are the pattern options it was mined with (also read as ``min_length``,
-    ``max_length``, ``min_support``, ``fdr`` and ``stratify_by``).
+    ``max_length``, ``min_support``, ``fdr``, ``stratify_by`` and ``max_gap``).
     """
 
     _PLOTS: ClassVar[tuple[str, ...]] = ("patterns",)
@@ -306,6 +308,12 @@ class PatternReport(Result):
         return self.options.stratify_by
 
     @property
+    def max_gap(self) -> int:
+        """How many other steps may come between consecutive tools of a pattern (0:
+        contiguous)."""
+        return self.options.max_gap
+
+    @property
     def findings(self) -> pd.DataFrame:
         """The significant patterns no stronger overlapping one explains, strongest first.
 
@@ -338,7 +346,8 @@ class PatternReport(Result):
             f"plans={self.n_plans} patterns={len(self.patterns)} significant={significant} "
             f"findings={int(self.patterns['finding'].sum())} "
             f"stratify_by={self.stratify_by or 'none'} "
-            f"baseline_rate={self.baseline_rate:.3f} through_seq={self.through_seq}>"
+            + (f"max_gap={self.max_gap} " if self.max_gap else "")
+            + f"baseline_rate={self.baseline_rate:.3f} through_seq={self.through_seq}>"
         )
 
     def _csv_tables(self) -> dict[str, pd.DataFrame]:
@@ -350,7 +359,7 @@ class PatternReport(Result):
             "findings": int(self.patterns["finding"].sum()),
             "min_length": self.min_length, "max_length": self.max_length,
             "min_support": self.min_support, "fdr": self.fdr,
-            "stratify_by": self.stratify_by or "",
+            "stratify_by": self.stratify_by or "", "max_gap": self.max_gap,
         }  # fmt: skip
         tables = [
             pd.DataFrame([summary], columns=_PATTERN_SUMMARY),
@@ -426,6 +435,16 @@ CHANGE_FILES = ("changes.csv",)
 """The CSV files a ChangeReport writes."""
 _HINT_SUMMARY = [*_WINDOW, "plans", "successes", "prefixes", "hints", "significant",
                  "max_prefix", "min_support", "fdr"]  # fmt: skip
+
+
+def pattern_text(pattern: tuple[str, ...], max_gap: int = 0) -> str:
+    """A pattern as text: ``"a → b"``; ``"a → … → b"`` when other steps may come between
+    its tools (``max_gap > 0``).
+
+    >>> pattern_text(("validate_input", "apply_change")), pattern_text(("a", "b"), max_gap=1)
+    ('validate_input → apply_change', 'a → … → b')
+    """
+    return (" → … → " if max_gap else " → ").join(pattern)
 
 
 def prefix_text(prefix: tuple[str, ...]) -> str:

@@ -168,11 +168,14 @@ class MetaLearningService:
         min_support: int = 20,
         fdr: float = 0.05,
         stratify_by: StratifyBy = "goal_type",
+        max_gap: int = 0,
     ) -> PatternReport:
         """Tool sequences whose presence raises or lowers the success rate.
 
-        Tests every contiguous tool sequence of ``min_length..max_length`` tools contained
-        in at least ``min_support`` plans of the window (see
+        Tests every tool sequence of ``min_length..max_length`` tools contained in at least
+        ``min_support`` plans of the window, contiguous, or with ``max_gap`` > 0 with at
+        most that many other steps between consecutive tools (presence counted once per
+        plan; ``pattern_text`` then reads ``a → … → b``) (see
         :meth:`analyze_execution_patterns_sync`): within the strata of ``stratify_by``
         (``"goal_type"``, the default, or ``"agent_id"``; plans without a value form
         their own stratum) with the Cochran-Mantel-Haenszel test and the Mantel-Haenszel
@@ -189,6 +192,7 @@ class MetaLearningService:
             min_support=min_support,
             fdr=fdr,
             stratify_by=stratify_by,
+            max_gap=max_gap,
         )
         self.warehouse.refresh()
         with self.warehouse.snapshot() as snapshot:

@@ -111,8 +111,9 @@ def _analyse(
             raise CommandError(_no_plans(store, who, window))
         progress.stage("testing tool sequences for an effect on success")
         report = service.extract_successful_patterns_sync(
-            args.agent, time_range_days=args.days, min_support=args.min_support
-        )
+            args.agent, time_range_days=args.days, min_support=args.min_support,
+            max_gap=args.max_gap,
+        )  # fmt: skip
         progress.stage("looking for a change in each agent's success rate")
         changes = service.detect_changes_sync("agent_id", time_range_days=args.days)
     return analysis, report, changes
@@ -560,6 +561,14 @@ def _add_report_options(command: argparse.ArgumentParser, *, whole_history: bool
         default=20,
         metavar="N",
         help="test tool sequences found in at least N plans (default: 20)",
+    )
+    command.add_argument(
+        "--max-gap",
+        type=int,
+        default=0,
+        metavar="K",
+        help="let up to K other steps come between consecutive tools of a sequence "
+        "(default: 0, contiguous)",
     )
     command.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     if whole_history:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from metalearn import HistoryStore
@@ -85,6 +86,18 @@ def test_report_on_any_store(
     assert (out_dir / "success_by_goal_type.png").exists() and (out_dir / "patterns.csv").exists()
 
 
+def test_report_with_gaps(
+    tau_store: HistoryStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["report", "--db", tau_store.url, "--min-support", "10", "--max-gap", "1",
+            "--out", str(tmp_path), "-q"]  # fmt: skip
+    status, _, err = run(argv, capsys)
+    assert status == 0, err
+    patterns = pd.read_csv(tmp_path / "patterns.csv")
+    assert patterns["pattern"].str.contains(" → … → ").any()
+    assert pd.read_csv(tmp_path / "pattern_summary.csv")["max_gap"].tolist() == [1]
+
+
 def test_report_for_one_agent_and_window(
     synthetic_store: HistoryStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -101,6 +114,7 @@ def test_report_for_one_agent_and_window(
         pytest.param(["--agent", "nobody"], "no plans of agent 'nobody'", id="unknown-agent"),
         pytest.param(["--db", "sqlite:///{tmp}/missing.db"], "no database file at", id="missing"),
         pytest.param(["--db", "not a url"], "give a SQLAlchemy URL", id="bad-url"),
+        pytest.param(["--max-gap", "-1"], "max_gap must be an integer from 0", id="bad-gap"),
         pytest.param(["--db", "nosuchdb://x"], "give a SQLAlchemy URL", id="unknown-dialect"),
         pytest.param(["--db", "sqlite:///{tmp}/empty.db"], "holds no plans yet", id="empty"),
         pytest.param(

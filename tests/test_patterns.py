@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -11,8 +12,8 @@ import pandas as pd
 import pytest
 from scipy.stats import false_discovery_control, fisher_exact
 
-from metalearn import InvalidArgumentError, MetaLearningService, PatternReport
-from metalearn._patterns import count_patterns
+from metalearn import HistoryStore, InvalidArgumentError, MetaLearningService, PatternReport, Plan
+from metalearn._patterns import count_gapped_patterns, count_patterns
 from metalearn.synthetic import PLANTED_PATTERNS, is_planted_related, planted_truth
 from tests.conftest import END, TAU_BENCH
 
@@ -363,3 +364,132 @@ def test_plan_strata_are_put_in_seq_order_when_they_come_unordered() -> None:
     strata = _PlanStrata.read(table)
     assert strata.seq.tolist() == [1, 2, 3] and strata.succeeded.tolist() == [False, True, True]
     assert strata.n_strata == 3 and len(set(strata.stratum.tolist())) == 3  # None is a stratum
+
+
+# -- patterns with gaps (max_gap) ---------------------------------------------------------
+
+
+def _embedded(tools: list[int], max_gap: int, max_length: int) -> set[tuple[int, ...]]:
+    """Every sequence a plan holds with at most ``max_gap`` steps between its tools."""
+    found: set[tuple[int, ...]] = set()
+    stack = [((tools[i],), i) for i in range(len(tools))]
+    while stack:
+        seq, last = stack.pop()
+        found.add(seq)
+        if len(seq) < max_length:
+            ends = range(last + 1, min(len(tools), last + 2 + max_gap))
+            stack += [((*seq, tools[i]), i) for i in ends]
+    return found
+
+
+def gapped_supports(
+    plans: list[list[int]], succeeded: list[bool], max_gap: int, max_length: int
+) -> dict[tuple[int, ...], tuple[int, int]]:
+    """Every sequence with at most ``max_gap`` steps between consecutive tools, by brute
+    force: (plans holding it, successful ones)."""
+    support: Counter[tuple[int, ...]] = Counter()
+    wins: Counter[tuple[int, ...]] = Counter()
+    for tools, ok in zip(plans, succeeded, strict=True):
+        found = _embedded(tools, max_gap, max_length)
+        support.update(found)
+        wins.update(found if ok else ())
+    return {k: (n, wins[k]) for k, n in support.items()}
+
+
+def supports(counts: list[Any]) -> dict[tuple[int, ...], tuple[int, int]]:
+    return {
+        tuple(row): (n, k)
+        for c in counts
+        for row, n, k in zip(c.tools.tolist(), c.plans.tolist(), c.successes.tolist(), strict=True)
+    }
+
+
+@pytest.mark.parametrize("max_gap", [0, 1, 3])
+def test_gapped_counts_equal_a_brute_force_count(max_gap: int) -> None:
+    rng = np.random.default_rng(max_gap)
+    for _ in range(40):
+        plans = [list(rng.integers(0, 4, rng.integers(1, 10))) for _ in range(rng.integers(1, 40))]
+        succeeded = list(rng.random(len(plans)) < 0.5)
+        plan = np.concatenate([[i] * len(t) for i, t in enumerate(plans)]).astype(np.int64)
+        tool = np.concatenate(plans).astype(np.int64)
+        counts = count_gapped_patterns(
+            plan, tool, np.array(succeeded), 4, min_length=1, max_length=4, min_support=2,
+            max_gap=max_gap,
+        )  # fmt: skip
+        got = supports(counts)
+        want = gapped_supports(plans, succeeded, max_gap, 4)
+        assert got == {k: v for k, v in want.items() if v[0] >= 2}
+        if max_gap == 0:  # the contiguous counter agrees
+            offset = np.concatenate([np.arange(len(t)) for t in plans]).astype(np.int64)
+            plain = count_patterns(
+                plan, tool, offset, np.array(succeeded), 4, min_length=1, max_length=4,
+                min_support=2,
+            )  # fmt: skip
+            assert supports(plain) == got
+
+
+def gap_history(n: int = 1_200, seed: int = 5) -> HistoryStore:
+    """Plans whose success comes from ``validate_input``, any one step, then
+    ``apply_change``: no contiguous sequence carries the effect (the middle step is drawn
+    from eight tools), the gapped one does."""
+    rng = np.random.default_rng(seed)
+    fillers = [f"tool_{i}" for i in range(8)]
+    store = HistoryStore("sqlite://")
+    start = datetime(2026, 5, 1, tzinfo=UTC)
+    plans = []
+    for i in range(n):
+        tools = list(rng.choice(fillers, size=rng.integers(2, 6)))
+        planted = rng.random() < 0.4
+        if planted:
+            at = int(rng.integers(0, len(tools) + 1))
+            tools[at:at] = ["validate_input", str(rng.choice(fillers)), "apply_change"]
+        ok = rng.random() < (0.8 if planted else 0.4)
+        plans.append(Plan(f"p{i}", "agent", "succeeded" if ok else "failed", start,
+                          start + timedelta(seconds=len(tools)), goal_type=["a", "b"][i % 2],
+                          steps=[{"tool": t} for t in tools]))  # fmt: skip
+    store.record_plans(plans)
+    return store
+
+
+def test_a_gapped_pattern_is_found_where_contiguous_ones_are_not() -> None:
+    with gap_history() as store, MetaLearningService(store) as service:
+        plain = service.extract_successful_patterns_sync(time_range_days=None, max_length=3)
+        gapped = service.extract_successful_patterns_sync(
+            time_range_days=None, max_length=3, max_gap=1
+        )
+    assert ("validate_input", "apply_change") not in set(plain.patterns["pattern"])
+    assert (plain.max_gap, gapped.max_gap) == (0, 1) and "max_gap=1" in repr(gapped)
+    row = gapped.patterns.set_index("pattern_text").loc["validate_input → … → apply_change"]
+    assert row["significant"] and row["direction"] == "success" and row["strata"] == 2
+    assert "validate_input → … → apply_change" in set(gapped.successful["pattern_text"])
+    # The contiguous report attributes the effect to its parts alone, if at all:
+    assert not set(plain.successful["pattern_text"]) & {"validate_input → apply_change"}
+
+
+def test_gapped_supports_in_a_report_equal_a_brute_force_count() -> None:
+    with gap_history(300, seed=9) as store, MetaLearningService(store) as service:
+        report = service.extract_successful_patterns_sync(
+            time_range_days=None, max_length=3, max_gap=2, min_support=5, stratify_by=None
+        )
+        plans, steps = (frame for frame in store.plans_after(0).to_pandas())
+    steps = steps.sort_values(["seq", "step_index"])
+    tools = [group.tolist() for _, group in steps.groupby("seq", sort=True)["tool"]]
+    ok = (plans.sort_values("seq")["status"] == "succeeded").tolist()
+    want = gapped_supports(tools, ok, 2, 3)  # type: ignore[arg-type]
+    got = dict(zip(report.patterns["pattern"],
+                   zip(report.patterns["plans"], report.patterns["successes"], strict=True),
+                   strict=True))  # fmt: skip
+    assert got == {k: v for k, v in want.items() if v[0] >= 5}
+    n_all, k_all = report.n_plans, report.n_successes
+    fisher = [
+        fisher_exact([[k, n - k], [k_all - k, n_all - n - k_all + k]])[1]
+        for n, k in zip(report.patterns["plans"], report.patterns["successes"], strict=True)
+    ]
+    assert np.allclose(report.patterns["p_value"], fisher, rtol=1e-9)
+
+
+def test_max_gap_out_of_range_is_a_typed_error(tau: MetaLearningService) -> None:
+    with pytest.raises(InvalidArgumentError, match="max_gap must be an integer from 0"):
+        tau.extract_successful_patterns_sync(max_gap=-1)
+    with pytest.raises(InvalidArgumentError, match="to 10"):
+        tau.extract_successful_patterns_sync(max_gap=11)
