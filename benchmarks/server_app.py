@@ -54,7 +54,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.finalize = record
             yield
         return
-    async with ExecutionService(url, worker=WORKER_MODES[MODE]) as service:  # type: ignore[arg-type]
+    nice = int(os.environ.get("METALEARN_BENCH_NICE", "10"))
+    concurrency = os.environ.get("METALEARN_BENCH_CONCURRENCY")
+    async with ExecutionService(
+        url, worker=WORKER_MODES[MODE], nice=nice,  # type: ignore[arg-type]
+        max_concurrency=None if concurrency is None else int(concurrency),
+    ) as service:  # fmt: skip
 
         async def finalize(plan: Plan) -> int:
             return (await service.finalize_plan(plan)).seq

@@ -74,7 +74,10 @@ class ExecutionService:
     :class:`~metalearn._job_queue.JobQueue`). Leaving ``async with`` never waits for
     analyses, which are durable jobs; ``await service.queue.drain()`` waits.
 
-    Queue options: ``max_concurrency`` (batches at once), ``batch_size``, ``max_attempts``,
+    Queue options: ``max_concurrency`` (batches at once; default 2 in thread mode and 1
+    in a worker process: with two at once the worker's bursts of snapshot writes raised
+    the app's POST p99 3-4x in ``benchmarks.server``, with one it matched record-only),
+    ``batch_size``, ``max_attempts``,
     ``retry_backoff_s``, ``metrics_history`` in every mode; ``lease_seconds`` for a worker
     process; ``max_pending`` and ``overflow`` in thread mode only (the store's queue
     drops nothing). Analysis options (``time_range_days``, ``min_length``,
@@ -107,7 +110,7 @@ class ExecutionService:
         nice: int = 10,
         lease_seconds: float = 30.0,
         meta_learning: MetaLearningService | None = None,
-        max_concurrency: int = 2,
+        max_concurrency: int | None = None,
         batch_size: int = 16,
         max_pending: int = 10_000,
         overflow: Overflow = "reject",
@@ -130,18 +133,20 @@ class ExecutionService:
                 f"worker must be 'process', 'thread' or None, not {worker!r}"
             )
         # Every option is checked before a service of our own (threads, DuckDB) exists.
+        threads_at_once = 2 if max_concurrency is None else max_concurrency
+        batches_at_once = 1 if max_concurrency is None else max_concurrency
         self.analysis_options = BackgroundOptions.build(
             time_range_days=time_range_days, min_length=min_length, max_length=max_length,
             min_support=min_support, fdr=fdr, keep_snapshots=keep_snapshots,
         )  # fmt: skip
         memory_queue = AnalysisQueue(
-            self._analyse, max_concurrency=max_concurrency, batch_size=batch_size,
+            self._analyse, max_concurrency=threads_at_once, batch_size=batch_size,
             max_pending=max_pending, overflow=overflow, max_attempts=max_attempts,
             retry_backoff_s=retry_backoff_s, metrics_history=metrics_history,
         )  # fmt: skip
         worker_args = _worker_args(
             self.analysis_options, nice=nice, lease_seconds=lease_seconds,
-            batch_size=batch_size, concurrency=max_concurrency, max_attempts=max_attempts,
+            batch_size=batch_size, concurrency=batches_at_once, max_attempts=max_attempts,
             retry_backoff_s=retry_backoff_s,
         )  # fmt: skip
         self._owns_meta = meta_learning is None

@@ -253,9 +253,10 @@ def _coalesced(
 def _write(database: Database) -> Iterator[Connection]:
     """A short write transaction that holds its locks from the first statement on."""
     with database.begin() as conn:
-        if conn.dialect.name == "sqlite":
-            # pysqlite begins no transaction before a SELECT; this one takes the write
-            # lock now (waiting out the busy timeout), so what we read stays true.
+        if conn.dialect.name == "sqlite" and database.sqlite_file is None:
+            # In memory: one serialised connection; pysqlite begins no transaction before
+            # a SELECT, and this one must. (A SQLite file's write transactions begin
+            # with the write lock: Database.begin takes it.)
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         yield conn
 

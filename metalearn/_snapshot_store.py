@@ -7,7 +7,8 @@ What a snapshot holds, and how results become rows and back, is
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -23,46 +24,62 @@ from metalearn._schema import (
     snapshots,
 )
 
-__all__ = ["agents_behind", "latest_hints", "latest_snapshot", "save_snapshots"]
+__all__ = [
+    "PreparedSnapshot",
+    "agents_behind",
+    "latest_hints",
+    "latest_snapshot",
+    "prepare_snapshot",
+    "write_snapshot",
+]
 
 _PATTERN_COLUMNS = [c.name for c in snapshot_patterns.c if c.name != "snapshot_id"]
 _HINT_COLUMNS = [c.name for c in snapshot_hints.c if c.name != "snapshot_id"]
 HintItem = tuple[Mapping[str, Any], pd.DataFrame]  # a hint set row and its hint rows
 
 
-def save_snapshots(
-    conn: Connection,
-    items: Sequence[tuple[Mapping[str, Any], pd.DataFrame]],
-    *,
-    keep_snapshots: int,
-    hints: Sequence[HintItem | None] | None = None,
-) -> list[int]:
-    """Insert each (snapshot row, pattern rows) item, and its (hint set row, hint rows)
-    from ``hints`` (one per item, None for none); keep the newest ``keep_snapshots``
-    snapshots of each agent. Returns the new snapshot ids."""
-    ids = []
-    for index, (header, rows) in enumerate(items):
-        snapshot_id = conn.execute(
-            insert(snapshots).values(**header).returning(snapshots.c.snapshot_id)
+@dataclass(frozen=True)
+class PreparedSnapshot:
+    """One snapshot turned into plain row tuples (see :func:`prepare_snapshot`), so that
+    the transaction that writes it does nothing but SQL."""
+
+    header: Mapping[str, Any]
+    patterns: list[tuple[Any, ...]]  # _PATTERN_COLUMNS, snapshot_id still to append
+    hint_set: Mapping[str, Any] | None
+    hints: list[tuple[Any, ...]]  # _HINT_COLUMNS, snapshot_id still to append
+
+
+def prepare_snapshot(
+    header: Mapping[str, Any], rows: pd.DataFrame, hint_item: HintItem | None = None
+) -> PreparedSnapshot:
+    """A snapshot row, its pattern rows and its optional (hint set row, hint rows), as
+    tuples ready for :func:`write_snapshot`: done before the transaction opens, because
+    turning a frame into tuples takes longer than inserting them."""
+    patterns = frame_rows(_with_added(rows), _PATTERN_COLUMNS)
+    if hint_item is None:
+        return PreparedSnapshot(header, patterns, None, [])
+    hint_set, hint_rows = hint_item
+    return PreparedSnapshot(header, patterns, hint_set, frame_rows(hint_rows, _HINT_COLUMNS))
+
+
+def write_snapshot(conn: Connection, snapshot: PreparedSnapshot, *, keep_snapshots: int) -> int:
+    """Insert a prepared snapshot; keep the newest ``keep_snapshots`` of its agent. Returns
+    the new snapshot id."""
+    snapshot_id = int(
+        conn.execute(
+            insert(snapshots).values(**snapshot.header).returning(snapshots.c.snapshot_id)
         ).scalar_one()
-        ids.append(int(snapshot_id))
-        columns = [*_PATTERN_COLUMNS, "snapshot_id"]
-        frame = _with_added(rows)[_PATTERN_COLUMNS].assign(snapshot_id=snapshot_id)
-        insert_rows(conn, snapshot_patterns, columns, frame_rows(frame, columns))
-        hint_item = None if hints is None else hints[index]
-        if hint_item is not None:
-            _save_hints(conn, snapshot_id, *hint_item)
-        _prune_snapshots(conn, str(header["agent_id"]), keep_snapshots)
-    return ids
-
-
-def _save_hints(
-    conn: Connection, snapshot_id: int, hint_set: Mapping[str, Any], rows: pd.DataFrame
-) -> None:
-    conn.execute(insert(snapshot_hint_sets).values(snapshot_id=snapshot_id, **hint_set))
-    columns = [*_HINT_COLUMNS, "snapshot_id"]
-    frame = rows[_HINT_COLUMNS].assign(snapshot_id=snapshot_id)
-    insert_rows(conn, snapshot_hints, columns, frame_rows(frame, columns))
+    )
+    insert_rows(conn, snapshot_patterns, [*_PATTERN_COLUMNS, "snapshot_id"],
+                [(*row, snapshot_id) for row in snapshot.patterns])  # fmt: skip
+    if snapshot.hint_set is not None:
+        conn.execute(
+            insert(snapshot_hint_sets).values(snapshot_id=snapshot_id, **snapshot.hint_set)
+        )
+        insert_rows(conn, snapshot_hints, [*_HINT_COLUMNS, "snapshot_id"],
+                    [(*row, snapshot_id) for row in snapshot.hints])  # fmt: skip
+    _prune_snapshots(conn, str(snapshot.header["agent_id"]), keep_snapshots)
+    return snapshot_id
 
 
 def _with_added(rows: pd.DataFrame) -> pd.DataFrame:

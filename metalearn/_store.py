@@ -385,11 +385,15 @@ class HistoryStore:
                 f"hints must hold one entry (or None) per snapshot: {len(hints)} for "
                 f"{len(items)} snapshots"
             )
+        prepared = [
+            _snapshot_store.prepare_snapshot(header, rows, hint)
+            for (header, rows), hint in zip(items, hints or [None] * len(items), strict=True)
+        ]
         ids = []
-        for item, hint in zip(items, hints or [None] * len(items), strict=True):
+        for snapshot in prepared:
             with self._database.begin() as conn:
-                ids += _snapshot_store.save_snapshots(
-                    conn, [item], keep_snapshots=keep_snapshots, hints=[hint]
+                ids.append(
+                    _snapshot_store.write_snapshot(conn, snapshot, keep_snapshots=keep_snapshots)
                 )
         return ids
 
