@@ -165,7 +165,9 @@ class Database:
         self._write_lock: AbstractContextManager[Any] = (
             threading.Lock() if sqlite and not memory else nullcontext()
         )
-        self._sqlite_file_store = sqlite and not memory
+        self._sqlite = sqlite
+        self.in_memory = memory
+        """Whether this is a SQLite database in memory (no other process can open it)."""
         self._schema_lock = threading.Lock()
         self._schema_ready = False
         self._store_id = 0
@@ -188,10 +190,14 @@ class Database:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """A write transaction, committed when the block ends without an error."""
+        """A write transaction, committed when the block ends without an error.
+
+        On SQLite it holds the write lock from its start (see :func:`_take_write_lock`),
+        so what it reads stays true until it commits.
+        """
         self.ensure_schema()
         with self._serial, self._write_lock, self.engine.begin() as conn:
-            if self._sqlite_file_store:
+            if self._sqlite:
                 _take_write_lock(conn)
             yield conn
         if self._pause_after_write_s:

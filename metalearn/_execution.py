@@ -373,9 +373,7 @@ _memory_fallback_logged = False
 def _mode_for(worker: WorkerMode, database: DatabaseHandle) -> WorkerMode:
     """``worker``, or ``"thread"`` for a store that no other process can open."""
     global _memory_fallback_logged
-    if worker != "process" or database.sqlite_file is not None:
-        return worker
-    if database.engine.dialect.name != "sqlite":
+    if worker != "process" or not database.in_memory:
         return worker
     if not _memory_fallback_logged:
         _memory_fallback_logged = True

@@ -15,13 +15,13 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
-import numpy as np
 import pandas as pd
 
 from metalearn._checks import positive_int
 from metalearn._database import Database
 from metalearn._job_runs import run_counts, run_metrics
 from metalearn._jobs import job_stats
+from metalearn._queue import latency_percentiles
 
 __all__ = ["JobQueue"]
 
@@ -117,8 +117,4 @@ class JobQueue:
             "running": jobs["running"],
         }
         metrics = self.metrics()
-        for name in ("wait", "run"):
-            values = metrics[f"{name}_ms"].to_numpy()
-            for q in (50, 95):
-                stats[f"{name}_p{q}_ms"] = float(np.percentile(values, q)) if len(values) else None
-        return stats
+        return stats | latency_percentiles(metrics["wait_ms"].tolist(), metrics["run_ms"].tolist())

@@ -4,7 +4,7 @@ A worker writes one row per claimed batch when the batch ends (``metalearn_job_r
 its agents, plans, priority, when its oldest plan was queued, when it was claimed and
 ended, the attempt, a status and the first error. The log keeps about the newest
 :data:`KEEP_RUNS` rows. :func:`run_metrics` gives them the columns of
-:meth:`AnalysisQueue.metrics <metalearn.AnalysisQueue.metrics>` (:data:`METRIC_COLUMNS`),
+:meth:`AnalysisQueue.metrics <metalearn.AnalysisQueue.metrics>` (``METRIC_COLUMNS``),
 which is how :class:`~metalearn.ExecutionService`'s queue reports on analyses that run in
 another process.
 
@@ -38,9 +38,9 @@ from sqlalchemy import case, delete, func, insert, select
 
 from metalearn._database import Database
 from metalearn._jobs import ClaimedJob
-from metalearn._queue import METRIC_COLUMNS
+from metalearn._queue import metrics_frame
 from metalearn._schema import job_runs
-from metalearn._types import epoch_micros
+from metalearn._types import epoch_micros, from_epoch_micros
 
 __all__ = ["KEEP_RUNS", "RUN_STATUSES", "record_run", "run_counts", "run_metrics"]
 
@@ -97,40 +97,31 @@ def run_metrics(
     database: Database, *, since: datetime | None = None, limit: int = 1_000
 ) -> pd.DataFrame:
     """The newest ``limit`` runs that ended at or after ``since``, oldest first, with the
-    columns of :data:`METRIC_COLUMNS` (``job_id`` is the run's id)."""
+    columns of :data:`~metalearn._queue.METRIC_COLUMNS` (``job_id`` is the run's id)."""
     query = select(job_runs).order_by(_c.run_id.desc()).limit(limit)
     if since is not None:
         query = query.where(_c.finished_at_us >= epoch_micros(since))
     with database.connect() as conn:
         rows = [dict(row) for row in conn.execute(query).mappings()][::-1]
-    return _metric_frame(rows)
+    return metrics_frame(_metric_record(row) for row in rows)
 
 
-def _metric_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    def stamps(name: str) -> pd.Series:
-        values = pd.array([r[name] for r in rows], dtype="Int64")
-        return pd.Series(pd.to_datetime(values, unit="us", utc=True))
-
-    def millis(end: str, start: str) -> list[float]:
-        return [(r[end] - r[start]) / 1000 for r in rows]
-
-    frame = pd.DataFrame(
-        {
-            "job_id": pd.Series([r["run_id"] for r in rows], dtype="int64"),
-            "agents": pd.Series([tuple(json.loads(r["agents"])) for r in rows], dtype=object),
-            "plans": pd.Series([r["plans"] for r in rows], dtype="int64"),
-            "priority": pd.Series([r["priority"] for r in rows], dtype="int64"),
-            "submitted_at": stamps("enqueued_at_us"),
-            "started_at": stamps("claimed_at_us"),
-            "finished_at": stamps("finished_at_us"),
-            "wait_ms": pd.Series(millis("claimed_at_us", "enqueued_at_us"), dtype="float64"),
-            "run_ms": pd.Series(millis("finished_at_us", "claimed_at_us"), dtype="float64"),
-            "attempts": pd.Series([r["attempts"] for r in rows], dtype="int64"),
-            "status": pd.Series([r["status"] for r in rows], dtype="str"),
-            "error": pd.Series([r["error"] for r in rows], dtype=object),
-        }
-    )
-    return frame[METRIC_COLUMNS]
+def _metric_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A run log row as a metrics row (the columns of :meth:`AnalysisQueue.metrics`)."""
+    return {
+        "job_id": row["run_id"],
+        "agents": tuple(json.loads(row["agents"])),
+        "plans": row["plans"],
+        "priority": row["priority"],
+        "submitted_at": from_epoch_micros(row["enqueued_at_us"]),
+        "started_at": from_epoch_micros(row["claimed_at_us"]),
+        "finished_at": from_epoch_micros(row["finished_at_us"]),
+        "wait_ms": (row["claimed_at_us"] - row["enqueued_at_us"]) / 1000,
+        "run_ms": (row["finished_at_us"] - row["claimed_at_us"]) / 1000,
+        "attempts": row["attempts"],
+        "status": row["status"],
+        "error": row["error"],
+    }
 
 
 def run_counts(database: Database, *, since: datetime | None = None) -> dict[str, int]:

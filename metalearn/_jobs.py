@@ -43,8 +43,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
@@ -249,18 +248,6 @@ def _coalesced(
 # -- claiming and holding --------------------------------------------------------------
 
 
-@contextmanager
-def _write(database: Database) -> Iterator[Connection]:
-    """A short write transaction that holds its locks from the first statement on."""
-    with database.begin() as conn:
-        if conn.dialect.name == "sqlite" and database.sqlite_file is None:
-            # In memory: one serialised connection; pysqlite begins no transaction before
-            # a SELECT, and this one must. (A SQLite file's write transactions begin
-            # with the write lock: Database.begin takes it.)
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        yield conn
-
-
 def claim(
     database: Database,
     owner: str,
@@ -288,7 +275,7 @@ def claim(
     due = _due(moment, _interval_us(min_interval_s))
     if not _any_due(database, due):
         return []
-    with _write(database) as conn:
+    with database.begin() as conn:
         rows = [dict(row) for row in conn.execute(_claimable(due, limit)).mappings()]
         exhausted = [r for r in rows if _exhausted(r, max_attempts)]
         for row in exhausted:
@@ -395,7 +382,7 @@ def renew(
     """
     lease = _duration_us("lease_seconds", lease_seconds)
     moment = _micros(now)
-    with _write(database) as conn:
+    with database.begin() as conn:
         held = _lock_held(conn, owner, agents)
         if held:
             conn.execute(
@@ -446,7 +433,7 @@ def complete(
     """
     moment = _micros(now)
     covered = _c.last_seq <= covered_seq
-    with _write(database) as conn:
+    with database.begin() as conn:
         state = conn.execute(
             update(jobs)
             .where(_c.agent_id == agent_id, _held_by(owner))
@@ -499,7 +486,7 @@ def fail(
     if not backoff_s >= 0:
         raise InvalidArgumentError(f"backoff_s must be >= 0 seconds, not {backoff_s!r}")
     moment = _micros(now)
-    with _write(database) as conn:
+    with database.begin() as conn:
         attempts = conn.execute(
             select(_c.attempts).where(_c.agent_id == agent_id, _held_by(owner)).with_for_update()
         ).scalar_one_or_none()
@@ -520,7 +507,7 @@ def fail(
 def release(database: Database, owner: str) -> list[str]:
     """Give back every job ``owner`` holds (say, on SIGTERM): pending at once, the attempt
     not counted against it. Returns the released agents."""
-    with _write(database) as conn:
+    with database.begin() as conn:
         held = _lock_held(conn, owner, None)
         if held:
             conn.execute(
@@ -553,7 +540,7 @@ def settle(
     if not agents:
         return []
     moment = _micros(now)
-    with _write(database) as conn:
+    with database.begin() as conn:
         settled = conn.execute(
             update(jobs)
             .where(

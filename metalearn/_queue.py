@@ -17,7 +17,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -34,7 +34,7 @@ from metalearn._errors import (
 )
 from metalearn._interrupt import Interrupt
 
-__all__ = ["METRIC_COLUMNS", "AnalysisQueue", "Runner"]
+__all__ = ["METRIC_COLUMNS", "AnalysisQueue", "Runner", "latency_percentiles", "metrics_frame"]
 
 logger = logging.getLogger("metalearn.queue")
 
@@ -389,12 +389,7 @@ class AnalysisQueue:
         finished_at (UTC), wait_ms (submission of its first plan to start), run_ms,
         attempts, status (``completed``, ``failed``, ``cancelled``), error.
         """
-        frame = pd.DataFrame(list(self._records), columns=METRIC_COLUMNS)
-        for column in ("submitted_at", "started_at", "finished_at"):
-            frame[column] = pd.to_datetime(frame[column], utc=True)
-        return frame.astype({"job_id": "int64", "plans": "int64", "priority": "int64",
-                             "attempts": "int64", "wait_ms": "float64", "run_ms": "float64",
-                             "status": "str"})  # fmt: skip
+        return metrics_frame(self._records)
 
     def stats(self) -> dict[str, float | int | None]:
         """Counters and latency percentiles.
@@ -408,11 +403,27 @@ class AnalysisQueue:
         """
         stats: dict[str, float | int | None] = dict(self._counts)
         stats["pending"], stats["running"] = len(self._pending), len(self._running)
-        for name, values in self._latencies():
-            for q in (50, 95):
-                stats[f"{name}_p{q}_ms"] = float(np.percentile(values, q)) if values else None
-        return stats
+        wait, run = ([r[f"{name}_ms"] for r in self._records] for name in ("wait", "run"))
+        return stats | latency_percentiles(wait, run)
 
-    def _latencies(self) -> Iterator[tuple[str, list[float]]]:
-        for name in ("wait", "run"):
-            yield name, [r[f"{name}_ms"] for r in self._records]
+
+def metrics_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Finished jobs (dicts keyed by :data:`METRIC_COLUMNS`) as the metrics table: times
+    as UTC timestamps, counts as int64, latencies as float64 (the one place that says)."""
+    frame = pd.DataFrame(list(records), columns=METRIC_COLUMNS)
+    for column in ("submitted_at", "started_at", "finished_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame.astype({"job_id": "int64", "plans": "int64", "priority": "int64",
+                         "attempts": "int64", "wait_ms": "float64", "run_ms": "float64",
+                         "status": "str"})  # fmt: skip
+
+
+def latency_percentiles(
+    wait_ms: Sequence[float], run_ms: Sequence[float]
+) -> dict[str, float | None]:
+    """``wait_p50_ms``, ``wait_p95_ms``, ``run_p50_ms``, ``run_p95_ms`` (None when empty)."""
+    return {
+        f"{name}_p{q}_ms": float(np.percentile(values, q)) if len(values) else None
+        for name, values in (("wait", wait_ms), ("run", run_ms))
+        for q in (50, 95)
+    }
