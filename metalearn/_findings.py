@@ -117,6 +117,7 @@ class _Rounds:
         self.signature = np.zeros(presence.plan_stratum.size, np.int64)  # findings held
         self._set_contexts(1)
         vocabulary = {tool: i for i, tool in enumerate(sorted({t for p in patterns for t in p}))}
+        self.length = np.array([len(p) for p in patterns], dtype=np.int64)
         self.uses = np.zeros((len(patterns), max(len(vocabulary), 1)), dtype=bool)
         for row in candidates.tolist():  # which tools each candidate uses
             self.uses[row, [vocabulary[t] for t in patterns[row]]] = True
@@ -135,7 +136,6 @@ class _Rounds:
         narrow = code.astype(np.uint16) if candidates.size < 1 << 16 else code
         order = np.argsort(narrow, kind="stable")
         self.plan = plan[order]
-        self.won = presence.plan_succeeded[self.plan]
         counts = np.bincount(code, minlength=candidates.size)
         self.start = np.zeros(len(self.patterns), np.int64)
         self.size = np.zeros(len(self.patterns), np.int64)
@@ -176,13 +176,29 @@ class _Rounds:
         """The plans holding candidate ``a``."""
         return self.plan[self.start[a] : self.start[a] + self.size[a]]
 
-    def _pairs(self, rows: Ints) -> tuple[Ints, Ints, NDArray[np.bool_]]:
-        """The pairs of ``rows``: each pair's index into ``rows``, its plan and outcome."""
+    def _pairs(self, rows: Ints) -> tuple[Ints, Ints]:
+        """The pairs of ``rows``: each pair's index into ``rows``, and its plan."""
         sizes = self.size[rows]
         owner = np.repeat(np.arange(rows.size), sizes)
         offsets = np.cumsum(sizes) - sizes
         index = np.arange(int(sizes.sum())) - np.repeat(offsets - self.start[rows], sizes)
-        return owner, self.plan[index], self.won[index]
+        return owner, self.plan[index]
+
+    def _related(self, a: int, rows: Ints) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+        """Which ``rows`` contain ``a`` (longer), and which ``a`` contains (inside).
+
+        Only rows using every tool of the shorter pattern can contain it; the others are
+        ruled out at once, so few pairs of tuples are compared in Python.
+        """
+        uses, length = self.uses[rows], self.length[rows]
+        longer = (length > self.length[a]) & uses[:, self.uses[a]].all(axis=1)
+        inside = (length < self.length[a]) & ~(uses & ~self.uses[a]).any(axis=1)
+        for flags, outer in ((longer, None), (inside, a)):
+            for i in np.flatnonzero(flags).tolist():
+                b = int(rows[i])
+                big, small = (b, a) if outer is None else (a, b)
+                flags[i] = _contains(self.patterns[big], self.patterns[small])
+        return longer, inside
 
     def given(self, a: int) -> _Given:
         """Test every open candidate sharing a tool with ``a``, and ``a`` within each."""
@@ -196,21 +212,20 @@ class _Rounds:
         mine = self._mine(a)
         x_a = np.bincount(self.context[mine], minlength=contexts)
         s_a = np.bincount(self.context[mine[p.plan_succeeded[mine]]], minlength=contexts)
-        with_a = self.context * 2  # per plan: its context, and whether it holds A
-        with_a[mine] += 1
-        owner, plan, won = self._pairs(rows)
-        code = with_a[plan]
-        code += owner * (contexts * 2)
-        size = rows.size * contexts * 2
-        plans = np.bincount(code, minlength=size).reshape(rows.size, contexts, 2)
-        wins = np.bincount(code[won], minlength=size).reshape(rows.size, contexts, 2)
+        # Per plan: (its context, whether it holds A, whether it succeeded) as one code,
+        # so a single bincount over the candidates' pairs gives every table.
+        cell = self.context * 4 + p.plan_succeeded
+        cell[mine] += 2
+        owner, plan = self._pairs(rows)
+        code = cell[plan]
+        code += owner * (contexts * 4)
+        cells = np.bincount(code, minlength=rows.size * contexts * 4)
+        cells = cells.reshape(rows.size, contexts, 2, 2)
+        plans, wins = cells.sum(axis=3), np.ascontiguousarray(cells[:, :, :, 1])
         b_given_a = self._b_given_a(x_a, s_a, plans, wins)
         a_given_b = self._a_given_b(x_a, s_a, plans, wins)
         shared = plans[:, :, 1].sum(axis=1)
-        longer = np.array([_contains(self.patterns[b], self.patterns[a]) for b in rows.tolist()],
-                          dtype=bool)  # fmt: skip
-        inside = np.array([_contains(self.patterns[a], self.patterns[b]) for b in rows.tolist()],
-                          dtype=bool)  # fmt: skip
+        longer, inside = self._related(a, rows)
         co_occur = shared >= _CO_OCCURRENCE * plans.sum(axis=(1, 2))
         return _Given(rows, b_given_a, a_given_b, shared, longer | inside | co_occur, longer)
 

@@ -100,24 +100,20 @@ class _Firsts:
 
     @classmethod
     def of(cls, gram: Ints, first: NDArray[np.bool_], plan: NDArray[np.int32]) -> _Firsts:
-        size = len(gram)
-        return cls(gram[first[:size]], plan[:size][first[:size]])
+        at = np.flatnonzero(first[: len(gram)])
+        return cls(gram[at], plan[at])
 
-    def counts(
-        self, succeeded: NDArray[np.bool_], stratum: Ints | None, n_grams: int, n_strata: int
-    ) -> tuple[Ints, Ints]:
+    def counts(self, outcome: Ints, n_grams: int, n_strata: int) -> tuple[Ints, Ints]:
         """Per n-gram and stratum: plans containing it, and how many of those succeeded.
 
-        Counting first occurrences only needs no hashing of (plan, n-gram) pairs; two
-        ``bincount`` calls over ``n-gram * n_strata + stratum`` codes give both (n_grams,
-        n_strata) matrices.
+        ``outcome`` is each plan's ``stratum * 2 + succeeded``. Counting first occurrences
+        only needs no hashing of (plan, n-gram) pairs; one ``bincount`` over
+        ``n-gram * 2 * n_strata + outcome`` codes gives both (n_grams, n_strata) matrices.
         """
-        code = self.gram if stratum is None else self.gram * n_strata + stratum[self.plan]
-        size = n_grams * n_strata
-        support = np.bincount(code, minlength=size)
-        successes = np.bincount(code[succeeded[self.plan]], minlength=size)
-        return (support.astype(np.int64, copy=False).reshape(n_grams, n_strata),
-                successes.astype(np.int64, copy=False).reshape(n_grams, n_strata))  # fmt: skip
+        code = self.gram * (2 * n_strata) + outcome[self.plan]
+        counted = np.bincount(code, minlength=n_grams * n_strata * 2)
+        cells = counted.astype(np.int64, copy=False).reshape(n_grams, n_strata, 2)
+        return cells.sum(axis=2), np.ascontiguousarray(cells[:, :, 1])
 
 
 def count_patterns(
@@ -149,6 +145,7 @@ def count_patterns(
     found: list[_Counts] = []
     first = first_occurrences(ids, offset) if first_call is None else first_call
     strata = max(n_strata, 1) if stratum is not None else 1
+    outcome = _outcomes(succeeded, stratum)
     plan32 = plan.astype(np.int32)  # half the memory traffic of the per-length passes
     for length in range(1, max_length + 1):
         if length > 1:
@@ -158,10 +155,11 @@ def count_patterns(
         if not valid.any():
             break
         firsts = _Firsts.of(ids, first, plan32)
-        frequent = _count_length(found, firsts, decode, succeeded, stratum, strata, min_support,
+        frequent = _count_length(found, firsts, decode, outcome, strata, min_support,
                                  screen if length >= min_length else None,
                                  keep=length >= min_length)  # fmt: skip
-        valid &= frequent[np.where(valid, ids, 0)]
+        # Past the last real id: the code of positions that do not extend (never frequent).
+        valid = np.append(frequent, False)[ids]
     return found
 
 
@@ -169,8 +167,7 @@ def _count_length(
     found: list[_Counts],
     firsts: _Firsts,
     decode: Ints,
-    succeeded: NDArray[np.bool_],
-    stratum: Ints | None,
+    outcome: Ints,
     strata: int,
     min_support: int,
     screen: _Screen | None,
@@ -179,7 +176,7 @@ def _count_length(
 ) -> NDArray[np.bool_]:
     """Count one length's patterns; append the frequent ones (when ``keep``) to ``found``
     and return which are frequent (what the next length may extend)."""
-    by_stratum, wins = firsts.counts(succeeded, stratum, len(decode), strata)
+    by_stratum, wins = firsts.counts(outcome, len(decode), strata)
     frequent: NDArray[np.bool_] = by_stratum.sum(axis=1) >= min_support
     if keep:
         paired, fisher = frequent, None
@@ -189,6 +186,12 @@ def _count_length(
             paired[frequent] = may
         found.append(_frequent(decode, by_stratum, wins, frequent, paired, firsts, fisher))
     return frequent
+
+
+def _outcomes(succeeded: NDArray[np.bool_], stratum: Ints | None) -> Ints:
+    """Each plan's ``stratum * 2 + succeeded`` (stratum 0 when unstratified)."""
+    won = succeeded.astype(np.int64)
+    return won if stratum is None else stratum.astype(np.int64) * 2 + won
 
 
 def count_gapped_patterns(
@@ -227,6 +230,7 @@ def count_gapped_patterns(
     decode: Ints = np.arange(n_tools, dtype=np.int64)[:, None]
     found: list[_Counts] = []
     strata = max(n_strata, 1) if stratum is not None else 1
+    outcome = _outcomes(succeeded, stratum)
     plan32 = plan.astype(np.int32)
     for length in range(1, max_length + 1):
         if length > 1:
@@ -234,7 +238,7 @@ def count_gapped_patterns(
         if len(ends) == 0:
             break
         ends, ids, firsts = _occurrences(ends, ids, plan32)
-        frequent = _count_length(found, firsts, decode, succeeded, stratum, strata, min_support,
+        frequent = _count_length(found, firsts, decode, outcome, strata, min_support,
                                  screen if length >= min_length else None,
                                  keep=length >= min_length)  # fmt: skip
         kept = frequent[ids]
@@ -317,9 +321,13 @@ def _extend(
         return np.empty(0, np.int64), np.empty(0, bool), np.empty((0, length), np.int64)
     extendable = valid[:starts] & valid[1 : starts + 1] & (plan[:starts] == plan[length - 1 :])
     combined = ids[:starts] * n_tools + tool[length - 1 :]
-    codes, uniques = dense_codes(combined[extendable])
-    new_ids = np.full(starts, -1, dtype=np.int64)
-    new_ids[extendable] = codes
+    # Positions that do not extend get one code past every real one; their ids are never
+    # read (``extendable`` is False there), and no mask or scatter pass is needed.
+    past = len(decode) * n_tools
+    np.putmask(combined, ~extendable, past)
+    new_ids, uniques = dense_codes(combined)
+    if uniques.size and uniques[-1] == past:
+        uniques = uniques[:-1]
     new_decode = np.hstack([decode[uniques // n_tools], (uniques % n_tools)[:, None]])
     return new_ids, extendable, new_decode
 
