@@ -231,23 +231,6 @@ class Snapshot:
             raise AnalysisInterrupted("the analysis query was interrupted") from error
         return table
 
-    dialect = "duckdb"
-    """The SQL dialect of every query text the analyses hand to :meth:`arrow`."""
-
-    def create_temp(self, name: str, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        """Keep a query's result as the temporary table ``name`` of this snapshot only.
-
-        Temporary tables belong to the snapshot's own cursor, so concurrent jobs never see
-        each other's; they go when the snapshot closes. A query engine that runs the same
-        analyses elsewhere (Spark) offers the same two calls, ``arrow`` and this one.
-        """
-        try:
-            self._cursor.execute(
-                f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}", dict(params or {})
-            )
-        except duckdb.InterruptException as error:
-            raise AnalysisInterrupted("the analysis query was interrupted") from error
-
     def frame(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Run a query and fetch the result through Arrow (never ``.df()``: GIL-bound)."""
         frame: pd.DataFrame = self.arrow(sql, params).to_pandas()
