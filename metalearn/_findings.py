@@ -190,14 +190,13 @@ class _Rounds:
         Only rows using every tool of the shorter pattern can contain it; the others are
         ruled out at once, so few pairs of tuples are compared in Python.
         """
-        uses, length = self.uses[rows], self.length[rows]
+        uses, length, pattern = self.uses[rows], self.length[rows], self.patterns[a]
         longer = (length > self.length[a]) & uses[:, self.uses[a]].all(axis=1)
         inside = (length < self.length[a]) & ~(uses & ~self.uses[a]).any(axis=1)
-        for flags, outer in ((longer, None), (inside, a)):
-            for i in np.flatnonzero(flags).tolist():
-                b = int(rows[i])
-                big, small = (b, a) if outer is None else (a, b)
-                flags[i] = _contains(self.patterns[big], self.patterns[small])
+        for i in np.flatnonzero(longer).tolist():
+            longer[i] = _contains(self.patterns[rows[i]], pattern)
+        for i in np.flatnonzero(inside).tolist():
+            inside[i] = _contains(pattern, self.patterns[rows[i]])
         return longer, inside
 
     def given(self, a: int) -> _Given:

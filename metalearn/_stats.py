@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -239,7 +238,8 @@ def _opposite_tail_start(
     active = np.flatnonzero(np.abs(outside - inside) > 1)
     while active.size:  # only the tables still bisecting are evaluated
         middle = (inside[active] + outside[active]) // 2
-        in_tail = stats.hypergeom.logpmf(middle, m[active], n[active], k[active]) <= threshold[active]
+        logpmf = stats.hypergeom.logpmf(middle, m[active], n[active], k[active])
+        in_tail = logpmf <= threshold[active]
         outside[active[in_tail]] = middle[in_tail]
         inside[active[~in_tail]] = middle[~in_tail]
         active = active[np.abs(outside[active] - inside[active]) > 1]
