@@ -128,6 +128,17 @@ def _percent_axis(ax: Axes, axis: Literal["x", "y"]) -> None:
     target.set_major_formatter(ticker.PercentFormatter(1.0, decimals=0))
 
 
+def _rate_over_time_axes(ax: Axes, xlabel: str) -> None:
+    """A success-rate axis (0-100 %) over a concise date axis."""
+    ax.set_ylim(0, 1)
+    _percent_axis(ax, "y")
+    ax.set_ylabel("success rate (% of plans)")
+    ax.set_xlabel(xlabel)
+    locator = mdates.AutoDateLocator(maxticks=10)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+
+
 # -- success rates ---------------------------------------------------------------------
 
 
@@ -266,13 +277,7 @@ def _trend_lines(ax: Axes, frame: pd.DataFrame, baseline: float) -> None:
     if baseline == baseline:
         handles.append(ax.axhline(baseline, color=_INK, linestyle="--", linewidth=1,
                                   label=f"all plans: {baseline:.1%}"))  # fmt: skip
-    ax.set_ylim(0, 1)
-    _percent_axis(ax, "y")
-    ax.set_ylabel("success rate (% of plans)")
-    ax.set_xlabel("day the plans finished (UTC)")
-    locator = mdates.AutoDateLocator(maxticks=10)  # type: ignore[no-untyped-call]
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+    _rate_over_time_axes(ax, "day the plans finished (UTC)")
     ax.legend(handles=handles, loc="upper left", fontsize=8, ncols=len(handles), framealpha=0.9)
 
 
@@ -784,13 +789,7 @@ def _change_lines(ax: Axes, points: pd.DataFrame, row: pd.Series) -> None:
                                   label=f"{verdict}: {changed:%Y-%m-%d %H:%M} "
                                   f"({row['rate_before']:.1%} → {row['rate_after']:.1%}, "
                                   f"q={row['q_value']:.2g})"))  # fmt: skip
-    ax.set_ylim(0, 1)
-    _percent_axis(ax, "y")
-    ax.set_ylabel("success rate (% of plans)")
-    ax.set_xlabel("when the plans finished (UTC)")
-    locator = mdates.AutoDateLocator(maxticks=10)  # type: ignore[no-untyped-call]
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+    _rate_over_time_axes(ax, "when the plans finished (UTC)")
     ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.9)
 
 
