@@ -44,6 +44,7 @@ replacements, a handful in practice.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -51,7 +52,7 @@ from numpy.typing import NDArray
 from metalearn._arrays import dense_codes
 from metalearn._stats import cmh_p_values
 
-__all__ = ["Presence", "findings"]
+__all__ = ["Presence", "PresenceCounts", "findings"]
 
 Ints = NDArray[np.int64]
 Floats = NDArray[np.float64]
@@ -94,41 +95,42 @@ class _Given:
     longer: NDArray[np.bool_]  # B contains A
 
 
-class _Rounds:
-    """The state of the rule: open candidates and their pairs, findings, explanations."""
+class PresenceCounts(Protocol):
+    """Where the candidates' pairs live, and the counts a round reads from them.
 
-    def __init__(
-        self,
-        patterns: list[tuple[str, ...]],
-        p_values: Floats,
-        candidates: Ints,
-        presence: Presence,
-        alpha: float,
-    ) -> None:
-        self.patterns, self.presence, self.alpha = patterns, presence, alpha
-        # A candidate's evidence beyond the stronger findings it overlaps: the largest of
-        # its own p-value and its p-values within each such finding's strata.
-        self.p_values = p_values
-        self.residual = p_values.astype(np.float64, copy=True)
-        self.open = np.zeros(len(patterns), dtype=bool)
-        self.open[candidates] = True
-        self._index_pairs(presence, candidates)
-        self.explained: dict[int, int] = {}
+    A *context* is a plan's stratum x which findings so far it holds (its *signature*):
+    ``stratum * signatures + signature``. :class:`_ArrayCounts` keeps the pairs in numpy
+    arrays; :mod:`metalearn._pattern_sql` keeps them in the query engine (Spark), so only
+    these aggregated tables reach the driver.
+    """
+
+    def contexts(self) -> tuple[Ints, Ints]:
+        """Per context: the plans of the window (with steps or not), and their successes."""
+
+    def cells(self, a: int, rows: Ints) -> tuple[Ints, Ints, Ints]:
+        """Per context, the plans holding ``a`` and their successes; and per row of
+        ``rows`` x context x (holds ``a``) x (succeeded), the plans holding that row."""
+
+    def condition_on(self, a: int) -> None:
+        """From now on, signatures also say whether a plan holds ``a``."""
+
+
+class _ArrayCounts:
+    """:class:`PresenceCounts` over numpy arrays: the pairs grouped by candidate (CSR)."""
+
+    def __init__(self, presence: Presence, candidates: Ints, n_rows: int) -> None:
+        self.presence = presence
+        self._index_pairs(presence, candidates, n_rows)
         self.signature = np.zeros(presence.plan_stratum.size, np.int64)  # findings held
         self._set_contexts(1)
-        vocabulary = {tool: i for i, tool in enumerate(sorted({t for p in patterns for t in p}))}
-        self.length = np.array([len(p) for p in patterns], dtype=np.int64)
-        self.uses = np.zeros((len(patterns), max(len(vocabulary), 1)), dtype=bool)
-        for row in candidates.tolist():  # which tools each candidate uses
-            self.uses[row, [vocabulary[t] for t in patterns[row]]] = True
 
-    def _index_pairs(self, presence: Presence, candidates: Ints) -> None:
+    def _index_pairs(self, presence: Presence, candidates: Ints, n_rows: int) -> None:
         """Group the candidates' pairs by pattern (CSR), so a round reads only its own.
 
         A counting sort: pairs are ordered by a dense candidate code, which numpy sorts
         with a radix sort when it fits 16 bits.
         """
-        dense = np.full(len(self.patterns), -1, dtype=np.int64)
+        dense = np.full(n_rows, -1, dtype=np.int64)
         dense[candidates] = np.arange(candidates.size)
         code = dense[presence.row]
         keep = code >= 0
@@ -137,13 +139,13 @@ class _Rounds:
         order = np.argsort(narrow, kind="stable")
         self.plan = plan[order]
         counts = np.bincount(code, minlength=candidates.size)
-        self.start = np.zeros(len(self.patterns), np.int64)
-        self.size = np.zeros(len(self.patterns), np.int64)
+        self.start = np.zeros(n_rows, np.int64)
+        self.size = np.zeros(n_rows, np.int64)
         self.start[candidates] = np.cumsum(counts) - counts
         self.size[candidates] = counts
 
     def _set_contexts(self, signatures: int) -> None:
-        """Each plan's context (stratum x which findings so far it holds) and its totals.
+        """Each plan's context and the contexts' totals.
 
         Plans without steps hold no pattern: they count in signature 0 of their stratum.
         """
@@ -154,16 +156,18 @@ class _Rounds:
             self.stepless_wins = p.stratum_successes - np.bincount(
                 p.plan_stratum[p.plan_succeeded], minlength=strata
             )
-        self.contexts = p.stratum_plans.size * signatures
+        self.n_contexts = p.stratum_plans.size * signatures
         self.context = p.plan_stratum * signatures + self.signature
         zero = np.arange(p.stratum_plans.size) * signatures
-        self.context_plans = np.bincount(self.context, minlength=self.contexts)
+        self.context_plans = np.bincount(self.context, minlength=self.n_contexts)
         self.context_plans[zero] += self.stepless
-        self.context_wins = np.bincount(self.context[p.plan_succeeded], minlength=self.contexts)
+        self.context_wins = np.bincount(self.context[p.plan_succeeded], minlength=self.n_contexts)
         self.context_wins[zero] += self.stepless_wins
 
-    def _condition_on(self, a: int) -> None:
-        """From now on, test within the plans with and without the finding ``a`` too."""
+    def contexts(self) -> tuple[Ints, Ints]:
+        return self.context_plans, self.context_wins
+
+    def condition_on(self, a: int) -> None:
         combined = self.signature * 2
         combined[self._mine(a)] += 1
         codes, uniques = dense_codes(combined)
@@ -183,6 +187,54 @@ class _Rounds:
         offsets = np.cumsum(sizes) - sizes
         index = np.arange(int(sizes.sum())) - np.repeat(offsets - self.start[rows], sizes)
         return owner, self.plan[index]
+
+    def cells(self, a: int, rows: Ints) -> tuple[Ints, Ints, Ints]:
+        p, contexts = self.presence, self.n_contexts
+        mine = self._mine(a)
+        x_a = np.bincount(self.context[mine], minlength=contexts)
+        s_a = np.bincount(self.context[mine[p.plan_succeeded[mine]]], minlength=contexts)
+        # Per plan: (its context, whether it holds A, whether it succeeded) as one code,
+        # so a single bincount over the candidates' pairs gives every table.
+        cell = self.context * 4 + p.plan_succeeded
+        cell[mine] += 2
+        owner, plan = self._pairs(rows)
+        code = cell[plan]
+        code += owner * (contexts * 4)
+        cells = np.bincount(code, minlength=rows.size * contexts * 4)
+        return x_a, s_a, cells.reshape(rows.size, contexts, 2, 2)
+
+
+class _Rounds:
+    """The state of the rule: open candidates, findings, explanations (the counts of
+    each round come from a :class:`PresenceCounts`)."""
+
+    def __init__(
+        self,
+        patterns: list[tuple[str, ...]],
+        p_values: Floats,
+        candidates: Ints,
+        counts: PresenceCounts,
+        alpha: float,
+    ) -> None:
+        self.patterns, self.counts, self.alpha = patterns, counts, alpha
+        # A candidate's evidence beyond the stronger findings it overlaps: the largest of
+        # its own p-value and its p-values within each such finding's strata.
+        self.p_values = p_values
+        self.residual = p_values.astype(np.float64, copy=True)
+        self.open = np.zeros(len(patterns), dtype=bool)
+        self.open[candidates] = True
+        self.explained: dict[int, int] = {}
+        self.context_plans, self.context_wins = counts.contexts()
+        vocabulary = {tool: i for i, tool in enumerate(sorted({t for p in patterns for t in p}))}
+        self.length = np.array([len(p) for p in patterns], dtype=np.int64)
+        self.uses = np.zeros((len(patterns), max(len(vocabulary), 1)), dtype=bool)
+        for row in candidates.tolist():  # which tools each candidate uses
+            self.uses[row, [vocabulary[t] for t in patterns[row]]] = True
+
+    def _condition_on(self, a: int) -> None:
+        """From now on, test within the plans with and without the finding ``a`` too."""
+        self.counts.condition_on(a)
+        self.context_plans, self.context_wins = self.counts.contexts()
 
     def _related(self, a: int, rows: Ints) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
         """Which ``rows`` contain ``a`` (longer), and which ``a`` contains (inside).
@@ -207,19 +259,7 @@ class _Rounds:
         if rows.size == 0:
             empty, no = np.zeros(0), np.zeros(0, dtype=bool)
             return _Given(rows, empty, empty, np.zeros(0, np.int64), no, no)
-        p, contexts = self.presence, self.contexts
-        mine = self._mine(a)
-        x_a = np.bincount(self.context[mine], minlength=contexts)
-        s_a = np.bincount(self.context[mine[p.plan_succeeded[mine]]], minlength=contexts)
-        # Per plan: (its context, whether it holds A, whether it succeeded) as one code,
-        # so a single bincount over the candidates' pairs gives every table.
-        cell = self.context * 4 + p.plan_succeeded
-        cell[mine] += 2
-        owner, plan = self._pairs(rows)
-        code = cell[plan]
-        code += owner * (contexts * 4)
-        cells = np.bincount(code, minlength=rows.size * contexts * 4)
-        cells = cells.reshape(rows.size, contexts, 2, 2)
+        x_a, s_a, cells = self.counts.cells(a, rows)
         plans, wins = cells.sum(axis=3), np.ascontiguousarray(cells[:, :, :, 1])
         b_given_a = self._b_given_a(x_a, s_a, plans, wins)
         a_given_b = self._a_given_b(x_a, s_a, plans, wins)
@@ -304,7 +344,7 @@ def findings(
     patterns: list[tuple[str, ...]],
     p_values: Floats,
     significant: NDArray[np.bool_],
-    presence: Presence,
+    presence: Presence | PresenceCounts,
     alpha: float,
     fdr: float,
     texts: list[str] | None = None,
@@ -331,7 +371,12 @@ def findings(
     candidates = np.flatnonzero(significant)
     if candidates.size == 0:
         return explained, found
-    rounds = _Rounds(patterns, p_values, candidates, presence, alpha)
+    counts = (
+        _ArrayCounts(presence, candidates, len(patterns))
+        if isinstance(presence, Presence)
+        else presence
+    )
+    rounds = _Rounds(patterns, p_values, candidates, counts, alpha)
     chosen = np.array(rounds.settle(fdr), dtype=np.int64)
     for row, by in rounds.explained.items():
         explained[row] = " → ".join(patterns[by]) if texts is None else texts[by]

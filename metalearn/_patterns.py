@@ -20,6 +20,7 @@ for the findings rule (:mod:`metalearn._findings`); ``plans_needed`` comes last.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +32,7 @@ from numpy.typing import NDArray
 from metalearn import _queries as q
 from metalearn._analysis import with_rates
 from metalearn._arrays import dense_codes, first_occurrences
-from metalearn._findings import Presence, findings
+from metalearn._findings import Presence, PresenceCounts, findings
 from metalearn._queries import PatternOptions, Window
 from metalearn._results import PATTERN_COLUMNS, PatternReport, pattern_text
 from metalearn._stats import (
@@ -437,29 +438,24 @@ def _with_findings(
     order: NDArray[np.int64],
     counts: list[_Counts],
     strata: _Strata,
-    succeeded: NDArray[np.bool_],
     options: PatternOptions,
     n_plans: int,
     n_successes: int,
+    presence: Callable[[NDArray[np.bool_]], Presence | PresenceCounts],
 ) -> pd.DataFrame:
-    """Add ``plans_needed``, ``explained_by`` and ``finding`` to the sorted pattern table."""
+    """Add ``plans_needed``, ``explained_by`` and ``finding`` to the sorted pattern table.
+
+    ``presence(significant)`` gives which plans hold each significant row (see
+    :func:`~metalearn._findings.findings`).
+    """
     alpha = bh_threshold(int(frame["significant"].sum()), len(frame), options.fdr)
     needed = plans_needed(frame["plans"], frame["successes"], n_plans, n_successes,
                           frame["mh_odds_ratio"], alpha)  # fmt: skip
     needed = np.where(frame["significant"], 0.0, needed)
-    row, plan = _significant_pairs(order, counts, frame["significant"].to_numpy())
-    presence = Presence(
-        row=row,
-        plan=plan,
-        plan_stratum=strata.plan_stratum,
-        plan_succeeded=succeeded,
-        stratum_plans=strata.plans,
-        stratum_successes=strata.successes,
-    )  # fmt: skip
-    tested = frame["cmh_p_value"] if options.stratify_by is not None else frame["p_value"]
     significant = frame["significant"].to_numpy()
+    tested = frame["cmh_p_value"] if options.stratify_by is not None else frame["p_value"]
     explained, found = findings(list(frame["pattern"]), tested.fillna(1.0).to_numpy(),
-                                significant, presence, alpha, options.fdr,
+                                significant, presence(significant), alpha, options.fdr,
                                 texts=list(frame["pattern_text"]))  # fmt: skip
     frame = frame.assign(plans_needed=pd.Series(needed, dtype="Int64"),
                          explained_by=pd.Series(explained, dtype="str"), finding=found)  # fmt: skip
@@ -604,8 +600,20 @@ def _report(
                          np.zeros(len(steps.plan_seq), np.int64))  # fmt: skip
     counts = _count(steps, rows, len(names), options, strata, stratified)
     frame, order = _pattern_rows(counts, names, n_plans, n_successes, options, strata)
-    return _with_findings(frame, order, counts, strata, steps.succeeded, options, n_plans,
-                          n_successes)  # fmt: skip
+
+    def presence(significant: NDArray[np.bool_]) -> Presence:
+        row, plan = _significant_pairs(order, counts, significant)
+        return Presence(
+            row=row,
+            plan=plan,
+            plan_stratum=strata.plan_stratum,
+            plan_succeeded=steps.succeeded,
+            stratum_plans=strata.plans,
+            stratum_successes=strata.successes,
+        )
+
+    return _with_findings(frame, order, counts, strata, options, n_plans, n_successes,
+                          presence)  # fmt: skip
 
 
 def extract_groups(

@@ -391,6 +391,10 @@ window_steps AS (  -- the same filter: steps carry their plan's agent and finish
 )
 """
 
+PATTERN_WINDOW = _WINDOW
+"""The window's plans and steps as CTEs (``window_plans``, ``window_steps``), for queries
+built from parts (:mod:`metalearn._pattern_sql`)."""
+
 _PLAN_FIGURES = """
     count(*) AS plans,
     count(*) FILTER (WHERE succeeded) AS successes,

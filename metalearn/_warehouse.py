@@ -215,6 +215,7 @@ class Snapshot:
 
     def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
         self._cursor = cursor
+        self._uploaded: set[str] = set()
         self.through_seq = int(self._fetch_scalar(_WATERMARK))
 
     def _fetch_scalar(self, sql: str) -> Any:
@@ -230,6 +231,26 @@ class Snapshot:
         except duckdb.InterruptException as error:
             raise AnalysisInterrupted("the analysis query was interrupted") from error
         return table
+
+    def materialize(self, name: str, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        """Store a query's result as a temporary table of this snapshot's cursor."""
+        try:
+            self._cursor.execute(f"CREATE TEMP TABLE {name} AS {sql}", dict(params or {}))
+        except duckdb.InterruptException as error:
+            raise AnalysisInterrupted("the analysis query was interrupted") from error
+
+    def upload(self, name: str, table: pa.Table) -> None:
+        """Make an Arrow table queryable as ``name`` by this snapshot's cursor."""
+        self._cursor.register(name, table)
+        self._uploaded.add(name)
+
+    def drop(self, name: str) -> None:
+        """Forget a table :meth:`materialize` or :meth:`upload` made."""
+        if name in self._uploaded:
+            self._uploaded.discard(name)
+            self._cursor.unregister(name)
+        else:
+            self._cursor.execute(f"DROP TABLE IF EXISTS {name}")
 
     def frame(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Run a query and fetch the result through Arrow (never ``.df()``: GIL-bound)."""
