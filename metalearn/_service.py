@@ -8,6 +8,7 @@ import inspect
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -21,8 +22,10 @@ from sqlalchemy.orm import Session
 from metalearn._analysis import analyze, analyze_groups
 from metalearn._changes import detect_changes
 from metalearn._checks import positive_int
+from metalearn._external import ExternalHistory, UnsupportedError
 from metalearn._hints import hint_tables, next_step_hints
 from metalearn._interrupt import Interrupt
+from metalearn._pattern_sql import extract_on_engine
 from metalearn._patterns import extract, extract_groups
 from metalearn._queries import ChangeOptions, HintOptions, PatternOptions, StratifyBy, Window
 from metalearn._results import ChangeReport, ExecutionAnalysis, HintTable, PatternReport
@@ -42,7 +45,7 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _S = TypeVar("_S", bound="MetaLearningService")
 
-Database = HistoryStore | Engine | Session | URL | str
+Database = HistoryStore | Engine | Session | URL | str | ExternalHistory
 
 
 def _async_twin(
@@ -67,7 +70,7 @@ def _async_twin(
     return twin
 
 
-def _as_store(db: Database) -> tuple[HistoryStore, bool]:
+def _as_store(db: Engine | Session | URL | str | HistoryStore) -> tuple[HistoryStore, bool]:
     """The store to read, and whether this service created it (and so closes it)."""
     if isinstance(db, HistoryStore):
         return db, False
@@ -86,7 +89,10 @@ class MetaLearningService:
     """Analyses of execution history: success rates and successful patterns.
 
     ``db`` is a :class:`HistoryStore`, a SQLAlchemy ``Engine`` or ``Session`` (only its
-    bind is used) or a URL. The service mirrors the store into an in-process DuckDB
+    bind is used), a URL, or a history that lives elsewhere:
+    :class:`metalearn.spark.SparkHistory` runs every analysis on Spark instead (nothing
+    to mirror, no store: background snapshots and hints raise ``UnsupportedError``). The
+    service mirrors the store into an in-process DuckDB
     warehouse (``warehouse_path`` persists it; ``warehouse_if_locked="fallback"`` takes
     another file, or memory, when that one is in use: see :class:`Warehouse`) and owns a
     bounded pool of ``max_workers`` threads. Every analysis is a blocking
@@ -113,14 +119,46 @@ class MetaLearningService:
         warehouse_if_locked: IfLocked = "raise",
     ) -> None:
         self.max_workers = positive_int("max_workers", max_workers)
-        self.store, self._owns_store = _as_store(db)
-        self.warehouse = Warehouse(self.store, path=warehouse_path, if_locked=warehouse_if_locked)
+        self._external = db if isinstance(db, ExternalHistory) else None
+        if isinstance(db, ExternalHistory):
+            self._owns_store = False
+        else:
+            self.store, self._owns_store = _as_store(db)
+            self.warehouse = Warehouse(
+                self.store, path=warehouse_path, if_locked=warehouse_if_locked
+            )
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="metalearn-worker")
         self._closed = False
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"watermark={self.warehouse.watermark}"
-        return f"<MetaLearningService {self.store.url} workers={self.max_workers} {state}>"
+        if self._external is not None:
+            where, state = repr(self._external), "closed" if self._closed else "open"
+        else:
+            where = str(self.store.url)
+            state = "closed" if self._closed else f"watermark={self.warehouse.watermark}"
+        return f"<MetaLearningService {where} workers={self.max_workers} {state}>"
+
+    def _snapshot(self) -> AbstractContextManager[Any]:
+        """Mirror what is new, then a job's own snapshot (an external history's own)."""
+        if self._external is not None:
+            return self._external.snapshot()
+        self.warehouse.refresh()
+        return self.warehouse.snapshot()
+
+    def _local(self, what: str) -> None:
+        """Refuse, on an external history, what reads steps onto the driver."""
+        if self._external is not None:
+            raise UnsupportedError(
+                f"{what} reads each plan's first steps on the driver, which a "
+                f"{self._external.engine_name} history keeps on its cluster; it is not "
+                "available there yet (the pattern and rate analyses are)"
+            )
+
+    def _store(self, what: str) -> HistoryStore:
+        """The store, for what needs one (an external history has none)."""
+        if self._external is not None:
+            raise self._external.unsupported(what)
+        return self.store
 
     async def _in_worker(
         self, function: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
@@ -136,7 +174,10 @@ class MetaLearningService:
     # -- analyses ----------------------------------------------------------------------
 
     def refresh_sync(self) -> int:
-        """Mirror the plans recorded since the last refresh; return how many were new."""
+        """Mirror the plans recorded since the last refresh; return how many were new
+        (0 for an external history: it is read where it is)."""
+        if self._external is not None:
+            return self._external.refresh()
         return self.warehouse.refresh()
 
     def analyze_execution_patterns_sync(
@@ -153,8 +194,7 @@ class MetaLearningService:
         Returns an :class:`ExecutionAnalysis` (its tables and columns are listed there).
         """
         window = Window.build(agent_id, time_range_days, as_of)
-        self.warehouse.refresh()
-        with self.warehouse.snapshot() as snapshot:
+        with self._snapshot() as snapshot:
             return analyze(snapshot, window)
 
     def extract_successful_patterns_sync(
@@ -194,8 +234,9 @@ class MetaLearningService:
             stratify_by=stratify_by,
             max_gap=max_gap,
         )
-        self.warehouse.refresh()
-        with self.warehouse.snapshot() as snapshot:
+        with self._snapshot() as snapshot:
+            if self._external is not None:  # counted by the engine: steps stay there
+                return extract_on_engine(snapshot, window, options)
             return extract(snapshot, window, options)
 
     def snapshot_agents_sync(
@@ -235,6 +276,7 @@ class MetaLearningService:
         )
         hint_options = HintOptions.build(max_prefix=max_prefix, min_support=min_support, fdr=fdr)
         keep_snapshots = positive_int("keep_snapshots", keep_snapshots, what="snapshots per agent")
+        store = self._store("snapshot_agents")
         started = time.perf_counter()
         self.warehouse.refresh(interrupt)
         control = interrupt or Interrupt()
@@ -247,7 +289,7 @@ class MetaLearningService:
         control.check()
         elapsed_ms = (time.perf_counter() - started) * 1000
         items = [snapshot_rows(analyses[a], reports[a], duration_ms=elapsed_ms) for a in agents]
-        saved = self.store.save_snapshots(
+        saved = store.save_snapshots(
             items, keep_snapshots=keep_snapshots, hints=[hint_rows(hints[a]) for a in agents]
         )
         return dict(zip(agents, saved, strict=True))
@@ -258,12 +300,12 @@ class MetaLearningService:
         Written by background analysis; carries ``agent_id``, ``through_seq`` (the highest
         plan ``seq`` it covered) and ``computed_at``. Readable from any process.
         """
-        found = self.store.latest_snapshot(agent_id)
+        found = self._store("latest_patterns").latest_snapshot(agent_id)
         return None if found is None else report_from_snapshot(*found)
 
     def latest_analysis_sync(self, agent_id: str) -> ExecutionAnalysis | None:
         """The newest stored :class:`ExecutionAnalysis` of an agent (or None)."""
-        found = self.store.latest_snapshot(agent_id)
+        found = self._store("latest_analysis").latest_snapshot(agent_id)
         return None if found is None else analysis_from_snapshot(found[0])
 
     # -- planner feedback: next-step hints and change points -----------------------------
@@ -307,8 +349,8 @@ class MetaLearningService:
         options = HintOptions.build(max_prefix=1, min_support=min_support, fdr=fdr)
         tools, goal = HintOptions.prefix(prefix), HintOptions.goal_type(goal_type)
         window = Window.build(agent_id, time_range_days, as_of)
-        self.warehouse.refresh()
-        with self.warehouse.snapshot() as snapshot:
+        self._local("next_step_hints")
+        with self._snapshot() as snapshot:
             return next_step_hints(snapshot, window, tools, options, goal)
 
     def hint_table_sync(
@@ -342,8 +384,8 @@ class MetaLearningService:
         options = HintOptions.build(max_prefix=max_prefix, min_support=min_support, fdr=fdr)
         goal = HintOptions.goal_type(goal_type)
         window = Window.build(agent_id, time_range_days, as_of)
-        self.warehouse.refresh()
-        with self.warehouse.snapshot() as snapshot:
+        self._local("hint_table")
+        with self._snapshot() as snapshot:
             return hint_tables(snapshot, window, options, goal)[None]
 
     def latest_hints_sync(self, agent_id: str) -> HintTable | None:
@@ -353,7 +395,7 @@ class MetaLearningService:
         ``max_prefix`` tools, the snapshot's ``min_support`` and ``fdr``). A snapshot
         stored before hints existed gives an empty table. Readable from any process.
         """
-        found = self.store.latest_hints(agent_id)
+        found = self._store("latest_hints").latest_hints(agent_id)
         return None if found is None else hints_from_snapshot(*found)
 
     def detect_changes_sync(
@@ -396,8 +438,7 @@ class MetaLearningService:
             by=by, min_plans=min_plans, fdr=fdr, permutations=permutations
         )
         window = Window.build(None, time_range_days, as_of)
-        self.warehouse.refresh()
-        with self.warehouse.snapshot() as snapshot:
+        with self._snapshot() as snapshot:
             return detect_changes(snapshot, window, options)
 
     refresh = _async_twin(refresh_sync)
@@ -414,10 +455,19 @@ class MetaLearningService:
     # -- lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:
-        """Wait for running analyses, then release the threads, DuckDB and the store."""
+        """Wait for running analyses, then release the threads, DuckDB and the store.
+
+        On an external history the running analyses are cancelled instead (their Spark
+        jobs, through their job groups; they raise ``AnalysisInterrupted``); the history
+        itself stays open for its owner.
+        """
         if self._closed:
             return
         self._closed = True
+        if self._external is not None:
+            self._external.cancel()
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            return
         self._executor.shutdown(wait=True, cancel_futures=True)
         self.warehouse.close()
         if self._owns_store:
