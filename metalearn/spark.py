@@ -89,6 +89,9 @@ _REQUIRED = {
 assert set(_KINDS["plans"]) == set(PLAN_COLUMNS) and set(_KINDS["steps"]) == set(STEP_COLUMNS)
 
 
+_SPARK_TYPES = {_TEXT: "string", _TIME: "timestamp", _INTEGER: "int", _NUMBER: "double"}
+
+
 def _accepts(kind: str, data_type: T.DataType) -> bool:
     if kind == _TEXT:
         return isinstance(data_type, T.StringType | T.NullType)
@@ -115,7 +118,7 @@ def _checked(frame: DataFrame, table: str) -> DataFrame:
                     field=name,
                     table=table,
                 )
-            columns.append(F.lit(None).alias(name))
+            columns.append(F.lit(None).cast(_SPARK_TYPES[kind]).alias(name))
             continue
         if not _accepts(kind, fields[name]):
             raise InvalidRecordError(
@@ -329,6 +332,8 @@ class SparkSnapshot:
 
     def _run(self, action: Callable[[], _T]) -> _T:
         """Run a Spark action under this job's group (so :meth:`interrupt` cancels it)."""
+        if self._interrupted:  # cancelling stops running jobs only: start no new one
+            raise AnalysisInterrupted("the Spark job was cancelled")
         self._context.setJobGroup(self._group, "metalearn analysis", interruptOnCancel=True)
         try:
             return action()
@@ -408,8 +413,15 @@ class SparkHistory(ExternalHistory):
             ) from error
         self._session = _utc(spark.newSession())
         self._name = f"metalearn_{uuid.uuid4().hex[:12]}"
-        raw = {"plans": plans, "steps": steps}
-        checked = {t: _checked(_frame(self._session, raw[t], t), t) for t in ("plans", "steps")}
+        sources = {"plans": plans, "steps": steps}
+        checked = {}
+        for table, source in sources.items():
+            # Read and checked in the caller's session (its tables, its paths), prepared
+            # in this history's own (UTC) session, which reads it as a global view.
+            _checked(_frame(spark, source, table), table).createOrReplaceGlobalTempView(
+                self._view(f"{table}_source")
+            )
+            checked[table] = self._session.table(f"global_temp.{self._view(table + '_source')}")
         prepared = _prepared(checked["plans"], checked["steps"])
         plans_frame, steps_frame, tools_frame = prepared
         if cache:  # computed at the first analysis, then read from the executors' blocks
@@ -482,5 +494,5 @@ class SparkHistory(ExternalHistory):
         self.cancel()
         for frame in self._cached:
             _release(frame)
-        for name in ("plans", "steps", "tools"):
+        for name in ("plans", "steps", "tools", "plans_source", "steps_source"):
             self._session.catalog.dropGlobalTempView(self._view(name))
