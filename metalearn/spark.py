@@ -140,7 +140,11 @@ def _frame(spark: SparkSession, source: object, table: str) -> DataFrame:
         text = os.fspath(source)
         if os.path.exists(text) or "://" in text:
             return spark.read.parquet(text)
-        if spark.catalog.tableExists(text):
+        try:
+            exists = spark.catalog.tableExists(text)
+        except PySparkException:  # not even a valid table name
+            exists = False
+        if exists:
             return spark.table(text)
         raise InvalidArgumentError(
             f"{table}={text!r} is neither a Parquet path nor a table of this Spark session"
@@ -245,6 +249,9 @@ def _spark_node(params: Mapping[str, Any]) -> Callable[[exp.Expression], exp.Exp
             return _literal(params[name])
         if isinstance(node, exp.PercentileCont):  # exact, linear: DuckDB's quantile_cont
             return exp.Anonymous(this="percentile", expressions=[node.this, node.expression])
+        if isinstance(node, exp.UnixToTime) and not isinstance(node.parent, exp.Cast):
+            # DuckDB's make_timestamp is naive (UTC); Spark's timestamp_micros is an instant.
+            return exp.cast(node.copy(), "TIMESTAMP_NTZ")
         if isinstance(node, exp.Anonymous) and node.name.lower() == "epoch_us":
             return exp.Anonymous(
                 this="unix_micros", expressions=[exp.cast(node.expressions[0], "TIMESTAMP")]
