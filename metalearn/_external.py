@@ -50,5 +50,6 @@ class ExternalHistory(abc.ABC):
             f"{what} needs a metalearn store (HistoryStore): a {self.engine_name} history has "
             "none to write snapshots to or read them from; run background analysis on a "
             "store, or call the analyses (analyze_execution_patterns, "
-            "extract_successful_patterns, detect_changes) directly"
+            "extract_successful_patterns, hint_table, next_step_hints, detect_changes) "
+            "directly"
         )

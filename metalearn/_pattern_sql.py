@@ -46,7 +46,7 @@ from metalearn._patterns import (
 from metalearn._queries import PatternOptions, Window
 from metalearn._results import PatternReport
 
-__all__ = ["QueryEngine", "extract_on_engine"]
+__all__ = ["EngineJob", "QueryEngine", "extract_on_engine", "int_table"]
 
 Ints = NDArray[np.int64]
 
@@ -155,7 +155,7 @@ def _used(sql: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in params.items() if f"${name}" in sql}
 
 
-def _int_table(**columns: Any) -> pa.Table:
+def int_table(**columns: Any) -> pa.Table:
     return pa.table({name: pa.array(np.asarray(v, np.int64)) for name, v in columns.items()})
 
 
@@ -168,22 +168,25 @@ class _Level:
     kept: str | None  # the engine table of (seq, key) for the patterns that may be significant
 
 
-class _Miner:
-    """Counts the frequent patterns of one window on a query engine."""
+class EngineJob:
+    """One analysis on a query engine: its window, parameters and temporary tables."""
 
-    def __init__(
-        self, engine: QueryEngine, window: Window, options: PatternOptions, n_tools: int
-    ) -> None:
-        self.engine, self.window, self.options, self.n_tools = engine, window, options, n_tools
-        self.params = {**window.params, "min_support": options.min_support}
+    def __init__(self, engine: QueryEngine, window: Window, **params: Any) -> None:
+        if window.per_agent:
+            raise InvalidArgumentError("an analysis on a query engine takes one group")
+        self.engine, self.window = engine, window
+        self.params = {**window.params, **params}
         self.temporary: list[str] = []
 
     def sql(self, text: str) -> str:
         """A query over the window's plans and steps (its CTEs first)."""
         return self.window.sql(q.PATTERN_WINDOW) + text
 
-    def arrow(self, text: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        sql = self.sql(text)
+    def arrow(
+        self, text: str, params: Mapping[str, Any] | None = None, *, window: bool = True
+    ) -> pa.Table:
+        """Run a query (``window``: after the window's CTEs); the result from the engine."""
+        sql = self.sql(text) if window else text
         return self.engine.arrow(sql, _used(sql, {**self.params, **(params or {})}))
 
     def materialize(
@@ -203,6 +206,21 @@ class _Miner:
     def drop(self, name: str) -> None:
         self.engine.drop(name)
         self.temporary.remove(name)
+
+    def close(self) -> None:
+        """Drop every table the job still has."""
+        for name in reversed(self.temporary.copy()):
+            self.drop(name)
+
+
+class _Miner(EngineJob):
+    """Counts the frequent patterns of one window on a query engine."""
+
+    def __init__(
+        self, engine: QueryEngine, window: Window, options: PatternOptions, n_tools: int
+    ) -> None:
+        super().__init__(engine, window, min_support=options.min_support)
+        self.options, self.n_tools = options, n_tools
 
     def strata(self) -> _Strata:
         stratum = "NULL::VARCHAR" if self.options.stratify_by is None else self.options.stratify_by
@@ -250,7 +268,7 @@ class _Miner:
             if length < options.max_length:
                 if "ml_dict" in self.temporary:
                     self.drop("ml_dict")
-                self.upload("ml_dict", _int_table(key=keys, id=np.arange(keys.size)))
+                self.upload("ml_dict", int_table(key=keys, id=np.arange(keys.size)))
         if occurrences != _STEP_OCCURRENCES:
             self.drop(occurrences)
         return found
@@ -270,7 +288,7 @@ class _Miner:
     def _kept(self, firsts: str, keys: Ints, length: int) -> str | None:
         if keys.size == 0:
             return None
-        self.upload("ml_paired", _int_table(key=keys))
+        self.upload("ml_paired", int_table(key=keys))
         kept = self.materialize(f"ml_kept_{length}", _KEPT.format(firsts=firsts))
         self.drop("ml_paired")
         return kept
@@ -287,14 +305,10 @@ class _Miner:
             if level.kept is None or not chosen.any():
                 continue
             name = self.upload(f"ml_rows_{len(parts)}",
-                               _int_table(key=level.keys[chosen], row=rows[chosen]))  # fmt: skip
+                               int_table(key=level.keys[chosen], row=rows[chosen]))  # fmt: skip
             parts.append(_PAIRS.format(kept=level.kept, rows=name))
         union = "\nUNION ALL\n".join(parts) or _NO_PAIRS
         self.materialize("ml_pairs", union)
-
-    def close(self) -> None:
-        for name in reversed(self.temporary.copy()):
-            self.drop(name)
 
 
 def _cell_matrices(cells: pa.Table, n_strata: int) -> tuple[Ints, Ints, Ints]:
@@ -332,7 +346,7 @@ class _EngineCounts:
         return plans, wins
 
     def cells(self, a: int, rows: Ints) -> tuple[Ints, Ints, Ints]:
-        given = self.miner.upload("ml_given", _int_table(row=np.append(rows, a),
+        given = self.miner.upload("ml_given", int_table(row=np.append(rows, a),
                                                          i=np.arange(rows.size + 1)))  # fmt: skip
         try:
             table = self._arrow(_CELLS_GIVEN, a=a, signatures=self.signatures)
@@ -352,7 +366,7 @@ class _EngineCounts:
         combined = self._arrow(_SIGNATURES, a=a).column("combined").to_numpy()
         # Plans without steps keep signature 0, so 0 stays code 0 (as in the numpy path).
         uniques = np.union1d(combined.astype(np.int64), [0])
-        codes = self.miner.upload("ml_codes", _int_table(combined=uniques,
+        codes = self.miner.upload("ml_codes", int_table(combined=uniques,
                                                          code=np.arange(uniques.size)))  # fmt: skip
         state = self.miner.materialize(f"ml_state_{next(self._versions)}",
                                        _CONDITIONED.format(state=self.state), {"a": a},
@@ -367,8 +381,6 @@ def extract_on_engine(
     engine: QueryEngine, window: Window, options: PatternOptions
 ) -> PatternReport:
     """The :class:`PatternReport` of a one-group window, counted by the engine."""
-    if window.per_agent:
-        raise InvalidArgumentError("pattern counting on a query engine takes one group")
     names = np.array(engine.arrow(q.TOOLS).column("tool").to_pylist(), dtype=object)
     miner = _Miner(engine, window, options, len(names))
     try:

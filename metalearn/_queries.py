@@ -487,17 +487,18 @@ TOOLS = "SELECT tool_id, tool FROM tools ORDER BY tool_id"
 
 # Next-step hints: the plans of the window (of one goal type, when $goal_type is given:
 # '(none)' for plans without one) and each plan's first steps, up to step index $depth.
-_GOAL = "($goal_type::VARCHAR IS NULL OR coalesce(goal_type, '(none)') = $goal_type::VARCHAR)"
+HINT_GOAL = "($goal_type::VARCHAR IS NULL OR coalesce(goal_type, '(none)') = $goal_type::VARCHAR)"
+"""The plans of one goal type (``$goal_type``; ``'(none)'``: without one), or all (NULL)."""
 HINT_PLANS = (
     _WINDOW
     + "SELECT group_key, count(*) AS plans, count(*) FILTER (WHERE succeeded) AS successes "
-    + f"FROM window_plans WHERE {_GOAL} GROUP BY ALL"
+    + f"FROM window_plans WHERE {HINT_GOAL} GROUP BY ALL"
 )
 HINT_STEPS = (
     _WINDOW
     + "SELECT group_key, seq, step_index, tool_id, succeeded FROM window_steps "
     + "WHERE step_index <= $depth AND ($goal_type::VARCHAR IS NULL OR seq IN "
-    + f"(SELECT seq FROM window_plans WHERE {_GOAL}))"
+    + f"(SELECT seq FROM window_plans WHERE {HINT_GOAL}))"
 )
 
 # Change detection: each group's plans in finish order, counted in $bins equal slices of

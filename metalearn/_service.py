@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 from metalearn._analysis import analyze, analyze_groups
 from metalearn._changes import detect_changes
 from metalearn._checks import positive_int
-from metalearn._external import ExternalHistory, UnsupportedError
+from metalearn._external import ExternalHistory
+from metalearn._hint_sql import hint_table_on_engine, next_step_hints_on_engine
 from metalearn._hints import hint_tables, next_step_hints
 from metalearn._interrupt import Interrupt
 from metalearn._pattern_sql import extract_on_engine
@@ -91,7 +92,7 @@ class MetaLearningService:
     ``db`` is a :class:`HistoryStore`, a SQLAlchemy ``Engine`` or ``Session`` (only its
     bind is used), a URL, or a history that lives elsewhere:
     :class:`metalearn.spark.SparkHistory` runs every analysis on Spark instead (nothing
-    to mirror, no store: background snapshots and hints raise ``UnsupportedError``). The
+    to mirror, no store: background snapshots raise ``UnsupportedError``). The
     service mirrors the store into an in-process DuckDB
     warehouse (``warehouse_path`` persists it; ``warehouse_if_locked="fallback"`` takes
     another file, or memory, when that one is in use: see :class:`Warehouse`) and owns a
@@ -144,15 +145,6 @@ class MetaLearningService:
             return self._external.snapshot()
         self.warehouse.refresh()
         return self.warehouse.snapshot()
-
-    def _local(self, what: str) -> None:
-        """Refuse, on an external history, what reads steps onto the driver."""
-        if self._external is not None:
-            raise UnsupportedError(
-                f"{what} reads each plan's first steps on the driver, which a "
-                f"{self._external.engine_name} history keeps on its cluster; it is not "
-                "available there yet (the pattern and rate analyses are)"
-            )
 
     def _store(self, what: str) -> HistoryStore:
         """The store, for what needs one (an external history has none)."""
@@ -349,8 +341,9 @@ class MetaLearningService:
         options = HintOptions.build(max_prefix=1, min_support=min_support, fdr=fdr)
         tools, goal = HintOptions.prefix(prefix), HintOptions.goal_type(goal_type)
         window = Window.build(agent_id, time_range_days, as_of)
-        self._local("next_step_hints")
         with self._snapshot() as snapshot:
+            if self._external is not None:
+                return next_step_hints_on_engine(snapshot, window, tools, options, goal)
             return next_step_hints(snapshot, window, tools, options, goal)
 
     def hint_table_sync(
@@ -384,8 +377,9 @@ class MetaLearningService:
         options = HintOptions.build(max_prefix=max_prefix, min_support=min_support, fdr=fdr)
         goal = HintOptions.goal_type(goal_type)
         window = Window.build(agent_id, time_range_days, as_of)
-        self._local("hint_table")
         with self._snapshot() as snapshot:
+            if self._external is not None:
+                return hint_table_on_engine(snapshot, window, options, goal)
             return hint_tables(snapshot, window, options, goal)[None]
 
     def latest_hints_sync(self, agent_id: str) -> HintTable | None:

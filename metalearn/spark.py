@@ -17,9 +17,10 @@ Spark SQL by sqlglot with its parameters bound as literals; only aggregated tabl
 row per group, pattern, stratum or findings context) are collected, through Arrow. The
 results equal the DuckDB path's on the same data.
 
-The history is read where it is: nothing is mirrored (``refresh`` does nothing) and a
-Spark history has no store, so background snapshots (``snapshot_agents``,
-``latest_*``) and next-step hints (which read each plan's first steps on the driver) raise
+The rate analyses, patterns (:mod:`metalearn._pattern_sql`), next-step hints
+(:mod:`metalearn._hint_sql`) and change detection all run this way. The history is read
+where it is: nothing is mirrored (``refresh`` does nothing) and a Spark history has no
+store, so background snapshots (``snapshot_agents``, ``latest_*``) raise
 :class:`~metalearn._external.UnsupportedError`. A plan's ``plan_id`` is its key (unique);
 ``through_seq`` of its results is 0 (there is no store ``seq``).
 

@@ -1,6 +1,6 @@
-"""The shared pattern aggregations (metalearn._pattern_sql) run on DuckDB give exactly the
-report of the numpy fast path: the parity that lets the DuckDB default keep its fast path
-while Spark runs the aggregations (issue 16, point 2).
+"""The shared aggregations (metalearn._pattern_sql, metalearn._hint_sql) run on DuckDB give
+exactly the reports of the numpy fast paths: the parity that lets the DuckDB default keep
+its fast paths while Spark runs the aggregations (issue 16, point 2).
 
 Equal means equal: every column of the pattern table, bit for bit, in the same row order
 (counts, rates, intervals, p- and q-values, MH/CMH figures, findings, explained_by).
@@ -16,9 +16,11 @@ import pytest
 
 from metalearn import HistoryStore, MetaLearningService
 from metalearn._errors import InvalidArgumentError
+from metalearn._hint_sql import hint_table_on_engine, next_step_hints_on_engine
+from metalearn._hints import hint_tables, next_step_hints
 from metalearn._pattern_sql import extract_on_engine
 from metalearn._patterns import extract
-from metalearn._queries import PatternOptions, Window
+from metalearn._queries import HintOptions, PatternOptions, Window
 from tests.conftest import END
 
 OPTIONS = [
@@ -28,8 +30,9 @@ OPTIONS = [
     pytest.param({"max_gap": 2}, id="gaps"),
     pytest.param({"min_length": 2, "max_length": 5, "min_support": 40}, id="long"),
 ]
+WHOLE = (None, None, None)
 WINDOWS = [
-    pytest.param((None, None, None), id="whole-history"),
+    pytest.param(WHOLE, id="whole-history"),
     pytest.param(("support-bot", 20, END), id="one-agent-20-days"),
 ]
 
@@ -98,3 +101,68 @@ def test_the_engine_tables_are_dropped_after_the_report(synthetic: MetaLearningS
         extract_on_engine(snapshot, window, options)
         left = snapshot.arrow("SELECT table_name FROM duckdb_tables() WHERE temporary")
         assert left.num_rows == 0, left.column("table_name").to_pylist()
+        hint_table_on_engine(snapshot, window, HintOptions.build(max_prefix=3, min_support=10,
+                                                                 fdr=0.05))  # fmt: skip
+        left = snapshot.arrow("SELECT table_name FROM duckdb_tables() WHERE temporary")
+        assert left.num_rows == 0, left.column("table_name").to_pylist()
+
+
+HINTS = [
+    pytest.param(None, 3, 10, id="all-goals"),
+    pytest.param("refund", 2, 5, id="one-goal"),
+    pytest.param("(none)", 3, 1, id="no-goal-support-1"),
+    pytest.param("no such goal", 3, 10, id="no-plans"),
+]
+
+
+@pytest.mark.parametrize(("goal_type", "max_prefix", "min_support"), HINTS)
+@pytest.mark.parametrize("window", WINDOWS)
+def test_engine_hint_tables_equal_the_numpy_path(
+    synthetic: MetaLearningService,
+    goal_type: str | None,
+    max_prefix: int,
+    min_support: int,
+    window: tuple[Any, Any, Any],
+) -> None:
+    options = HintOptions.build(max_prefix=max_prefix, min_support=min_support, fdr=0.05)
+    built = Window.build(*window)
+    with synthetic.warehouse.snapshot() as snapshot:
+        fast = hint_tables(snapshot, built, options, goal_type)[None]
+        shared = hint_table_on_engine(snapshot, built, options, goal_type)
+    pd.testing.assert_frame_equal(fast.hints, shared.hints, check_exact=True)
+    assert (fast.n_plans, fast.n_successes) == (shared.n_plans, shared.n_successes)
+    if goal_type is None or window == WHOLE:
+        assert (len(fast.hints) > 10) == (goal_type != "no such goal")
+
+
+@pytest.mark.parametrize(
+    "prefix", [(), ("validate_input",), ("ask_clarification", "confirm_goal"), ("unknown",)]
+)
+def test_engine_next_step_hints_equal_the_numpy_path(
+    synthetic: MetaLearningService, prefix: tuple[str, ...]
+) -> None:
+    options = HintOptions.build(max_prefix=1, min_support=10, fdr=0.05)
+    window = Window.build(None, None, None)
+    with synthetic.warehouse.snapshot() as snapshot:
+        fast = next_step_hints(snapshot, window, prefix, options)
+        shared = next_step_hints_on_engine(snapshot, window, prefix, options)
+    pd.testing.assert_frame_equal(fast, shared, check_exact=True)
+    assert len(fast) > 0 or prefix == ("unknown",)
+
+
+def test_hints_count_plans_without_steps() -> None:
+    from metalearn.synthetic import make_history
+
+    plans, steps = make_history(3_000, seed=4, end=END)
+    steps = steps[~steps["plan_id"].isin(set(plans["plan_id"].iloc[::5]))]
+    options = HintOptions.build(max_prefix=2, min_support=10, fdr=0.05)
+    with HistoryStore("sqlite://") as store, MetaLearningService(store) as service:
+        store.import_frames(plans, steps)
+        service.warehouse.refresh()
+        window = Window.build(None, None, None)
+        with service.warehouse.snapshot() as snapshot:
+            fast = hint_tables(snapshot, window, options)[None]
+            shared = hint_table_on_engine(snapshot, window, options)
+    pd.testing.assert_frame_equal(fast.hints, shared.hints, check_exact=True)
+    ended = shared.for_prefix([])
+    assert ended["next_tool"].isna().any() and shared.n_plans == 3_000
