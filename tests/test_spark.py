@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -349,3 +351,18 @@ def test_store_bound_operations_say_why_not(
     with pytest.raises(UnsupportedError, match="Spark history"):
         getattr(remote, method)(*args)
     assert remote.refresh_sync() == 0
+
+
+def test_without_pyspark_the_import_says_what_to_install() -> None:
+    """``import metalearn.spark`` with pyspark missing: MissingDependencyError naming the extra."""
+    script = (
+        "import sys; sys.modules['pyspark'] = None\n"
+        "try:\n"
+        "    import metalearn.spark\n"
+        "except Exception as error:\n"
+        "    print(type(error).__name__, error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, timeout=120)  # fmt: skip
+    assert done.stdout.startswith("MissingDependencyError metalearn.spark needs pyspark")
+    assert 'pip install "metalearn[spark]"' in done.stdout
