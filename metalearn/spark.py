@@ -303,6 +303,12 @@ def local_session(cores: int = 2, *, memory: str = "1g") -> SparkSession:
     )
 
 
+def _stopped(spark: SparkSession) -> bool:
+    context = spark.sparkContext
+    java = getattr(context, "_jsc", None)  # pyspark drops it when the context stops
+    return java is None or bool(java.sc().isStopped())
+
+
 def _release(frame: DataFrame) -> None:
     """Free the executors' blocks of a local checkpoint (``unpersist()`` leaves them)."""
     plan = frame._jdf.queryExecution().logical()
@@ -413,12 +419,11 @@ class SparkHistory(ExternalHistory):
                 "SparkHistory needs a SparkSession (metalearn.spark.local_session(), or "
                 f"SparkSession.builder...getOrCreate()), not {type(spark).__name__}"
             )
-        try:
-            spark.sparkContext.getConf()  # a stopped session fails here, not mid-analysis
-        except Exception as error:
+        if _stopped(spark):  # fail here, not in the middle of the first analysis
             raise InvalidArgumentError(
-                "this SparkSession is stopped; make a new one (metalearn.spark.local_session())"
-            ) from error
+                "this SparkSession is stopped; make a new one (metalearn.spark.local_session(),"
+                " or SparkSession.builder...getOrCreate())"
+            )
         self._session = _utc(spark.newSession())
         self._name = f"metalearn_{uuid.uuid4().hex[:12]}"
         sources = {"plans": plans, "steps": steps}

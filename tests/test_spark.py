@@ -366,3 +366,19 @@ def test_without_pyspark_the_import_says_what_to_install() -> None:
                           check=True, timeout=120)  # fmt: skip
     assert done.stdout.startswith("MissingDependencyError metalearn.spark needs pyspark")
     assert 'pip install "metalearn[spark]"' in done.stdout
+
+
+def test_a_stopped_session_is_refused_at_once() -> None:
+    """In a process of its own: stopping the session of this module would end the others."""
+    script = (
+        "from metalearn.spark import SparkHistory, local_session\n"
+        "spark = local_session(1)\n"
+        "spark.stop()\n"
+        "try:\n"
+        "    SparkHistory(spark, plans='p', steps='s')\n"
+        "except Exception as error:\n"
+        "    print(type(error).__name__, error)\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
+                          text=True, check=True, timeout=300)  # fmt: skip
+    assert done.stdout.startswith("InvalidArgumentError this SparkSession is stopped"), done
