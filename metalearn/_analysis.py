@@ -124,10 +124,7 @@ def analyze_groups(snapshot: Snapshot, window: Window) -> dict[str | None, Execu
             by_tool=got["tools"][key],
             by_day=got["days"][key],
             failure_reasons=got["failures"][key],
-            agent_id=key if window.per_agent else window.agent_id,
-            time_range_days=window.time_range_days,
-            as_of=window.as_of,
-            through_seq=snapshot.through_seq,
+            **window.described(snapshot.through_seq, key),
         )
         for key in window.groups
     }

@@ -141,11 +141,8 @@ def hint_table_on_engine(
         hints=rows[HINT_TABLE_COLUMNS],
         n_plans=n_plans,
         n_successes=n_successes,
-        agent_id=window.agent_id,
-        time_range_days=window.time_range_days,
-        as_of=window.as_of,
         options=options,
-        through_seq=engine.through_seq,
+        **window.described(engine.through_seq),
     )
 
 

@@ -247,11 +247,8 @@ def hint_tables(
             hints=rows[HINT_TABLE_COLUMNS],
             n_plans=int(in_group.sum()),
             n_successes=int(steps.succeeded[in_group].sum()),
-            agent_id=key if window.per_agent else window.agent_id,
-            time_range_days=window.time_range_days,
-            as_of=window.as_of,
             options=options,
-            through_seq=snapshot.through_seq,
+            **window.described(snapshot.through_seq, key),
         )
     return tables
 

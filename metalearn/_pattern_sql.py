@@ -407,9 +407,6 @@ def extract_on_engine(
         baseline_rate=n_successes / n_plans if n_plans else float("nan"),
         n_plans=n_plans,
         n_successes=n_successes,
-        agent_id=window.agent_id,
-        time_range_days=window.time_range_days,
-        as_of=window.as_of,
         options=options,
-        through_seq=engine.through_seq,
+        **window.described(engine.through_seq),
     )

@@ -637,11 +637,8 @@ def extract_groups(
             baseline_rate=n_successes / n_plans if n_plans else float("nan"),
             n_plans=n_plans,
             n_successes=n_successes,
-            agent_id=key if window.per_agent else window.agent_id,
-            time_range_days=window.time_range_days,
-            as_of=window.as_of,
             options=options,
-            through_seq=snapshot.through_seq,
+            **window.described(snapshot.through_seq, key),
         )
     return reports
 

@@ -125,6 +125,16 @@ class Window:
             "end": self.as_of.replace(tzinfo=None),
         }
 
+    def described(self, through_seq: int, key: str | None = None) -> dict[str, Any]:
+        """What a result says of its window: the agent (group ``key`` when per agent),
+        ``time_range_days``, ``as_of`` and the highest ``seq`` it covers."""
+        return {
+            "agent_id": key if self.per_agent else self.agent_id,
+            "time_range_days": self.time_range_days,
+            "as_of": self.as_of,
+            "through_seq": through_seq,
+        }
+
     def sql(self, query: str) -> str:
         """A query with its ``{group}`` key: the agent, or one constant group."""
         return query.format(group="agent_id" if self.per_agent else "NULL::VARCHAR")
