@@ -74,8 +74,9 @@ class QueryEngine(Protocol):
 
 _PLANS = """
 , strata AS (SELECT {stratum} AS stratum, seq, succeeded FROM window_plans),
-codes AS (  -- strata numbered in order of their first plan, as the numpy path does
-    SELECT stratum, row_number() OVER (ORDER BY min(seq)) - 1 AS code FROM strata GROUP BY stratum
+codes AS (  -- strata numbered as the numpy path does: missing first, then by name
+    SELECT stratum, row_number() OVER (ORDER BY stratum NULLS FIRST) - 1 AS code
+    FROM strata GROUP BY stratum
 )
 SELECT s.seq, s.succeeded, c.code AS stratum, 0 AS signature
 FROM strata AS s JOIN codes AS c ON s.stratum IS NOT DISTINCT FROM c.stratum

@@ -517,6 +517,20 @@ def _in_plan_order(seq: Ints, offset: Ints) -> bool:
     return bool(np.all(np.where(same_plan, offset[1:] == offset[:-1] + 1, seq[1:] > seq[:-1])))
 
 
+def _sorted_codes(values: pa.ChunkedArray) -> Ints:
+    """Each value's rank among the distinct values, missing first, then in UTF-8 order.
+
+    Strata are numbered this way on every engine (``_pattern_sql`` sorts alike), so the
+    sums over strata run in the same order and the figures agree to the last bit.
+    """
+    encoded = pc.dictionary_encode(values, null_encoding="encode").combine_chunks()
+    order = pc.array_sort_indices(encoded.dictionary, null_placement="at_start")
+    rank = np.empty(len(order), np.int64)
+    rank[order.to_numpy()] = np.arange(len(order))
+    codes: Ints = rank[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+    return codes
+
+
 @dataclass(frozen=True)
 class _PlanStrata:
     """Every plan of the window (by seq): its group, stratum and outcome."""
@@ -533,16 +547,15 @@ class _PlanStrata:
         seq = table.column("seq").to_numpy()
         if len(seq) > 1 and not bool(np.all(seq[1:] > seq[:-1])):  # never trust the order
             table = table.take(np.argsort(seq, kind="stable"))
-        codes = pc.dictionary_encode(table.column("stratum"), null_encoding="encode")
-        codes = codes.combine_chunks()
+        stratum = _sorted_codes(table.column("stratum"))
         groups = pc.dictionary_encode(table.column("group_key"), null_encoding="encode")
         groups = groups.combine_chunks()
         return cls(
             seq=table.column("seq").to_numpy().astype(np.int64),
             group=groups.indices.to_numpy(zero_copy_only=False).astype(np.int64),
             groups=groups.dictionary.to_pylist(),
-            stratum=codes.indices.to_numpy(zero_copy_only=False).astype(np.int64),
-            n_strata=max(len(codes.dictionary), 1),
+            stratum=stratum,
+            n_strata=max(int(stratum.max()) + 1, 1) if stratum.size else 1,
             succeeded=table.column("succeeded").to_numpy(zero_copy_only=False).astype(bool),
         )
 

@@ -22,7 +22,8 @@ The rate analyses, patterns (:mod:`metalearn._pattern_sql`), next-step hints
 where it is: nothing is mirrored (``refresh`` does nothing) and a Spark history has no
 store, so background snapshots (``snapshot_agents``, ``latest_*``) raise
 :class:`~metalearn._external.UnsupportedError`. A plan's ``plan_id`` is its key (unique);
-``through_seq`` of its results is 0 (there is no store ``seq``).
+``through_seq`` of its results is 0 (there is no store ``seq``: the plans are numbered
+on Spark, once, for cheaper joins).
 
 Each job runs in its own Spark session (its temporary views are its own, its time zone
 UTC) under its own job group, so ``interrupt()`` (and closing the service) cancels its
@@ -56,6 +57,7 @@ from metalearn._interchange import PLAN_COLUMNS, STEP_COLUMNS
 from metalearn._warehouse import _MASKS
 
 try:
+    from pyspark import StorageLevel
     from pyspark.errors import PySparkException
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql import functions as F
@@ -72,6 +74,7 @@ from py4j.protocol import Py4JError
 __all__ = ["SparkHistory", "SparkSnapshot", "local_session", "to_spark_sql"]
 
 _T = TypeVar("_T")
+_KEPT = StorageLevel.DISK_ONLY  # tables kept on the cluster (see SparkSnapshot.checkpoint)
 
 # -- the schema ---------------------------------------------------------------------------
 
@@ -177,12 +180,13 @@ def _error_norm(error: Any) -> Any:
     return F.trim(masked)
 
 
-def _prepared(plans: DataFrame, steps: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """The warehouse's ``plans``, ``steps`` and ``tools`` (``seq`` is the plan_id)."""
+def _prepared_plans(plans: DataFrame) -> DataFrame:
+    """The warehouse's ``plans``; ``seq`` a unique BIGINT (checkpointed once, so it is
+    stable: numeric keys make every later join and shuffle by plan cheaper than plan_id)."""
     instant = {c: F.col(c).cast("timestamp") for c in ("started_at", "finished_at")}
     micros = {c: F.unix_micros(v) for c, v in instant.items()}
-    plans = plans.select(
-        F.col("plan_id").alias("seq"),
+    return plans.select(
+        F.monotonically_increasing_id().alias("seq"),
         "plan_id",
         "agent_id",
         "goal_type",
@@ -194,16 +198,25 @@ def _prepared(plans: DataFrame, steps: DataFrame) -> tuple[DataFrame, DataFrame,
         "error",
         F.coalesce(F.col("priority").cast("int"), F.lit(0)).alias("priority"),
     )
-    tools = (
-        steps.select("tool")
-        .distinct()
-        .select("tool", (F.row_number().over(SparkWindow.orderBy("tool")) - 1).alias("tool_id"))
+
+
+def _prepared_tools(steps: DataFrame) -> DataFrame:
+    """The warehouse's ``tools``: each distinct tool name and its integer id."""
+    names = steps.select("tool").distinct()
+    return names.select(
+        (F.row_number().over(SparkWindow.orderBy("tool")) - 1).alias("tool_id"), "tool"
     )
-    owner = plans.select("seq", "agent_id", "finished_at", "succeeded")
+
+
+def _prepared_steps(steps: DataFrame, plans: DataFrame, tools: DataFrame) -> DataFrame:
+    """The warehouse's ``steps``: their plan's columns joined (by plan_id, once), each
+    tool's first call in its plan marked and error texts masked."""
+    owner = plans.select("seq", F.col("plan_id").alias("owner"), "agent_id", "finished_at",
+                         "succeeded")  # fmt: skip
     first_call = SparkWindow.partitionBy("seq", "tool_id").orderBy("step_index")
-    steps = (
+    return (
         steps.join(F.broadcast(tools), "tool")
-        .join(owner, steps["plan_id"] == owner["seq"])
+        .join(owner, steps["plan_id"] == owner["owner"])
         .select(
             "seq",
             F.col("step_index").cast("int").alias("step_index"),
@@ -218,7 +231,6 @@ def _prepared(plans: DataFrame, steps: DataFrame) -> tuple[DataFrame, DataFrame,
             F.when(F.col("status") == "error", _error_norm(F.col("error"))).alias("error_norm"),
         )
     )
-    return plans, steps, tools.select("tool_id", "tool")
 
 
 # -- DuckDB-dialect SQL as Spark SQL -----------------------------------------------------
@@ -339,10 +351,23 @@ class SparkSnapshot:
         self._context = self._session.sparkContext
         self._tables: dict[str, DataFrame] = {}
         self._interrupted = False
+
+    def attach(self) -> None:
+        """Name the history's prepared tables ``plans``, ``steps`` and ``tools`` here."""
         for name in ("plans", "steps", "tools"):
-            self._session.sql(
-                f"CREATE TEMPORARY VIEW {name} AS SELECT * FROM global_temp.{history._view(name)}"
-            )
+            source = f"global_temp.{self._history._view(name)}"
+            self._session.sql(f"CREATE TEMPORARY VIEW {name} AS SELECT * FROM {source}")
+
+    def checkpoint(self, frame: DataFrame) -> DataFrame:
+        """Compute ``frame`` now, under this job's group, and keep it on the executors' disks.
+
+        A local checkpoint, not ``persist()``: later plans start from its blocks, so they
+        stay small however many tables were built from tables before them (with persist(),
+        each findings round planned the whole lineage again: seconds). On disk, so kept
+        tables never take the memory aggregations need (in memory, 3M plans' tables left
+        a 1 GiB local session none).
+        """
+        return self._run(lambda: frame.localCheckpoint(eager=True, storageLevel=_KEPT))
 
     def _run(self, action: Callable[[], _T]) -> _T:
         """Run a Spark action under this job's group (so :meth:`interrupt` cancels it)."""
@@ -368,11 +393,7 @@ class SparkSnapshot:
 
     def materialize(self, name: str, sql: str, params: Mapping[str, Any] | None = None) -> None:
         """Keep a query's result on the cluster (memory, spilling to disk) as ``name``."""
-        query = self._session.sql(to_spark_sql(sql, params))
-        # A local checkpoint, not persist(): later plans start from its blocks, so they
-        # stay small however many tables were built from tables before them (with
-        # persist(), each findings round planned the whole lineage again: seconds).
-        frame = self._run(lambda: query.localCheckpoint(eager=True))
+        frame = self.checkpoint(self._session.sql(to_spark_sql(sql, params)))
         self._tables[name] = frame
         frame.createOrReplaceTempView(name)
 
@@ -404,16 +425,17 @@ class SparkHistory(ExternalHistory):
     ``plans`` and ``steps`` are Spark DataFrames, table names or Parquet paths in the
     interchange format (``store.export_parquet`` writes ``DIR/plans`` and ``DIR/steps``).
     Their schemas are checked at once: a missing required column or a column of the wrong
-    type raises :class:`InvalidRecordError` naming it. ``cache`` keeps the prepared steps
-    (plan columns joined, first calls and masked errors computed) on the cluster after
-    the first analysis, so later ones skip that join.
+    type raises :class:`InvalidRecordError` naming it. Nothing is read until the first
+    analysis: it checks that plan ids are unique, then prepares the warehouse's tables
+    once (plans numbered, steps joined to their plan, first calls marked, errors masked)
+    and keeps them on the executors' disks for every later analysis (:meth:`close`
+    frees them). That first analysis pays the join; it runs under its job group like
+    every query, so it can be cancelled too.
     """
 
     engine_name = "Spark"
 
-    def __init__(
-        self, spark: SparkSession, *, plans: object, steps: object, cache: bool = True
-    ) -> None:
+    def __init__(self, spark: SparkSession, *, plans: object, steps: object) -> None:
         if not isinstance(spark, SparkSession):
             raise InvalidArgumentError(
                 "SparkHistory needs a SparkSession (metalearn.spark.local_session(), or "
@@ -427,26 +449,17 @@ class SparkHistory(ExternalHistory):
         self._session = _utc(spark.newSession())
         self._name = f"metalearn_{uuid.uuid4().hex[:12]}"
         sources = {"plans": plans, "steps": steps}
-        checked = {}
+        self._sources = {}
         for table, source in sources.items():
             # Read and checked in the caller's session (its tables, its paths), prepared
             # in this history's own (UTC) session, which reads it as a global view.
             _checked(_frame(spark, source, table), table).createOrReplaceGlobalTempView(
                 self._view(f"{table}_source")
             )
-            checked[table] = self._session.table(f"global_temp.{self._view(table + '_source')}")
-        prepared = _prepared(checked["plans"], checked["steps"])
-        plans_frame, steps_frame, tools_frame = prepared
-        if cache:  # computed at the first analysis, then read from the executors' blocks
-            plans_frame, steps_frame, tools_frame = (
-                f.localCheckpoint(eager=False) for f in prepared
+            self._sources[table] = self._session.table(
+                f"global_temp.{self._view(table + '_source')}"
             )
-        self._cached = [plans_frame, steps_frame, tools_frame] if cache else []
-        frames = {"plans": plans_frame, "steps": steps_frame, "tools": tools_frame}
-        for name, frame in frames.items():
-            frame.createOrReplaceGlobalTempView(self._view(name))
-        self._checked_plans = checked["plans"]
-        self._verified = False
+        self._kept: list[DataFrame] = []
         self._lock = threading.Lock()
         self._running: set[SparkSnapshot] = set()
         self._groups = itertools.count(1)
@@ -458,13 +471,15 @@ class SparkHistory(ExternalHistory):
     def __repr__(self) -> str:
         return f"<SparkHistory {self._name} {'closed' if self._closed else 'open'}>"
 
-    def _verify(self) -> None:
-        """Once, before the first analysis: plan ids are unique (they are the plans' key)."""
+    def _prepare(self, job: SparkSnapshot) -> None:
+        """Once, in the first analysis (its job group, so it can be cancelled): check that
+        plan ids are unique (they are the plans' key), then compute the warehouse's tables
+        and keep them on the cluster."""
         with self._lock:
-            if self._verified:
+            if self._kept:
                 return
-            counted = self._checked_plans.groupBy("plan_id").count()
-            twice = counted.where("count > 1").limit(1).collect()
+            counted = self._sources["plans"].groupBy("plan_id").count()
+            twice = job._run(counted.where("count > 1").limit(1).collect)
             if twice:
                 plan_id, times = twice[0]["plan_id"], twice[0]["count"]
                 raise InvalidRecordError(
@@ -474,18 +489,24 @@ class SparkHistory(ExternalHistory):
                     field="plan_id",
                     table="plans",
                 )
-            self._verified = True
+            plans = job.checkpoint(_prepared_plans(self._sources["plans"]))
+            tools = job.checkpoint(_prepared_tools(self._sources["steps"]))
+            steps = job.checkpoint(_prepared_steps(self._sources["steps"], plans, tools))
+            for name, frame in (("plans", plans), ("steps", steps), ("tools", tools)):
+                frame.createOrReplaceGlobalTempView(self._view(name))
+            self._kept = [plans, tools, steps]
 
     @contextmanager
     def snapshot(self) -> Iterator[SparkSnapshot]:
         """A job's own view (session, views, job group), released after."""
         if self._closed:
             raise RuntimeError("this SparkHistory is closed; create a new one")
-        self._verify()
         snapshot = SparkSnapshot(self, f"{self._name}-{next(self._groups)}")
         with self._lock:
             self._running.add(snapshot)
         try:
+            self._prepare(snapshot)
+            snapshot.attach()
             yield snapshot
         finally:
             with self._lock:
@@ -505,7 +526,7 @@ class SparkHistory(ExternalHistory):
             return
         self._closed = True
         self.cancel()
-        for frame in self._cached:
+        for frame in self._kept:
             _release(frame)
         for name in ("plans", "steps", "tools", "plans_source", "steps_source"):
             self._session.catalog.dropGlobalTempView(self._view(name))
