@@ -36,9 +36,10 @@ Each is "true" for its own test, but only one of them says which steps matter. T
    could pass this step any more; what is still open then stays significant, neither a
    finding nor explained.
 
-Everything per round is vectorised over the open candidates (two ``bincount`` passes over
-their (pattern, plan) pairs); the rounds are as many as there are findings and
-replacements, a handful in practice.
+Everything per round is vectorised over the open candidates (one ``bincount`` pass over
+their (pattern, plan) pairs, or one aggregation on a query engine: the counts come from a
+:class:`PresenceCounts`); the rounds are as many as there are findings and replacements,
+a handful in practice.
 """
 
 from __future__ import annotations
