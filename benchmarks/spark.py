@@ -62,6 +62,7 @@ def store_for(n: int, key: str) -> histories.History:
     """The suite's cached store of ``n`` plans, built first if missing (not its frames)."""
     history = histories.cached(n, key)
     partial = history.store.with_suffix(".partial.db")
+
     def building() -> bool:  # another process writes the partial store (or its WAL)
         times = [p.stat().st_mtime for p in histories._with_sidecars(partial) if p.exists()]
         return bool(times) and time.time() - max(times) < 120
@@ -181,21 +182,32 @@ def _xmx(cmdline: list[str]) -> str | None:
 class Child:
     """One path's process: timed phases, notes, peaks, results pickled for the parent."""
 
-    def __init__(self, sampler: Sampler) -> None:
+    def __init__(self, sampler: Sampler, progress: Path | None = None) -> None:
         self.sampler = sampler
         self.times: dict[str, float] = {}
         self.info: dict[str, Any] = {}
+        self.progress = progress  # rewritten after each phase: a stopped run still reports
+
+    def partial(self) -> dict[str, Any]:
+        return {"times": self.times, "info": self.info, "peaks": self.sampler.peaks,
+                "python_vmhwm": _hwm_bytes()}  # fmt: skip
 
     @contextmanager
     def timed(self, phase: str):  # type: ignore[no-untyped-def]
         self.sampler.phase = phase
         started, epoch = time.perf_counter(), time.time()
-        yield
+        try:
+            yield
+        except BaseException:
+            self.info["failed"] = {"phase": phase, "after_s": time.perf_counter() - started}
+            raise
         self.times[phase] = time.perf_counter() - started
         self.info.setdefault("epochs", {})[phase] = [epoch, time.time()]
         self.sampler.sample()
         self.sampler.phase = "between"
         print(f"    {phase}: {self.times[phase]:.2f} s", file=sys.stderr, flush=True)
+        if self.progress is not None:
+            self.progress.write_text(json.dumps(self.partial(), default=str))
 
 
 def _keep(out: Path, name: str, analysis: Any = None, report: Any = None) -> None:
@@ -255,6 +267,7 @@ class Collected:
             return table
 
         SparkSnapshot.arrow = arrow  # type: ignore[method-assign]
+        child.info["collected"] = self.by_phase  # in the progress file too
 
 
 def run_spark(child: Child, args: argparse.Namespace, out: Path) -> None:
@@ -263,7 +276,8 @@ def run_spark(child: Child, args: argparse.Namespace, out: Path) -> None:
 
     collected = Collected(child)
     with child.timed("session"):
-        spark = local_session(2, memory=SPARK_MEMORY)
+        spark = local_session(2, memory=args.spark_memory)
+        child.info["driver_memory"] = spark.sparkContext.getConf().get("spark.driver.memory")
         spark.sparkContext.setLogLevel("ERROR")
     try:
         lake = Path(args.lake)
@@ -297,7 +311,7 @@ def run_spark(child: Child, args: argparse.Namespace, out: Path) -> None:
 def child_main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     sampler = Sampler()
-    child = Child(sampler)
+    child = Child(sampler, out / f"{args.child}.progress.json")
     outcome: dict[str, Any] = {}
     try:
         (run_spark if args.child == "spark" else run_duckdb)(child, args, out)
@@ -314,14 +328,18 @@ def run_child(path: str, n: int, key: str, lake: Path, out: Path, args: argparse
               ) -> dict[str, Any]:  # fmt: skip
     command = [sys.executable, "-m", "benchmarks.spark", "--child", path, "--n", str(n),
                "--key", key, "--lake", str(lake), "--out", str(out)]  # fmt: skip
+    command += ["--spark-memory", args.spark_memory]
     if args.spark_extract_twice:
         command.append("--spark-extract-twice")
     log = out / f"{path}.log"
     env = dict(os.environ)
     if path == "spark" and args.event_log:
         (out / "events").mkdir()
-        env["PYSPARK_SUBMIT_ARGS"] = (f"--conf spark.eventLog.enabled=true --conf "
-                                      f"spark.eventLog.dir=file://{out}/events pyspark-shell")
+        env["PYSPARK_SUBMIT_ARGS"] = (
+            f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir=file://{out}/events "
+            "--conf spark.eventLog.compress=false --conf spark.eventLog.rolling.enabled=false "
+            "pyspark-shell"
+        )
     print(f"  {path} ...", flush=True)
     started = time.perf_counter()
     with log.open("w") as stderr:
@@ -332,6 +350,12 @@ def run_child(path: str, n: int, key: str, lake: Path, out: Path, args: argparse
             return {"error": f"stopped after {args.timeout:g} s", "times": {}, "info": {},
                     "peaks": {}, "log": log.read_text()[-3000:]}  # fmt: skip
     result_file = out / f"{path}.json"
+    progress = out / f"{path}.progress.json"
+    if not result_file.exists() and progress.exists():  # killed: what finished before
+        result = json.loads(progress.read_text())
+        result.update(error="the process died (killed?) after the phases listed",
+                      log=log.read_text()[-3000:])  # fmt: skip
+        return result
     if not result_file.exists():
         return {"error": "the process died without a result", "times": {}, "info": {},
                 "peaks": {}, "log": log.read_text()[-3000:]}  # fmt: skip
@@ -357,8 +381,10 @@ def shuffles(events: Path, epochs: dict[str, list[float]]) -> dict[str, Any]:
     stage_job, job_time, job_execution = {}, {}, {}
     executions: dict[str, dict[str, Any]] = {}
     stage_totals: dict[int, list[int]] = {}
-    for file in events.iterdir():
+    for file in sorted(p for p in events.rglob("*") if p.is_file()):
         for line in file.open():
+            if not line.startswith("{"):
+                continue
             event = json.loads(line)
             kind = event["Event"]
             if kind == "SparkListenerJobStart":
@@ -369,7 +395,10 @@ def shuffles(events: Path, epochs: dict[str, list[float]]) -> dict[str, Any]:
                     stage_job[stage] = job
             elif kind.endswith("SparkListenerSQLExecutionStart"):
                 plan = event.get("physicalPlanDescription", "")
-                exchanges = re.findall(r"Exchange (\w+\([^\n]*?\)|SinglePartition)", plan)
+                # formatted plans: "(7) Exchange" ... "Arguments: hashpartitioning(seq#3, 4)"
+                exchanges = re.findall(
+                    r"\(\d+\) Exchange\s*\n(?:[^\n]*\n)*?Arguments: ([^\n]*)", plan
+                )
                 executions[str(event["executionId"])] = {
                     "time": event["time"] / 1000,
                     "exchanges": [e for e in exchanges if "Broadcast" not in e],
@@ -404,9 +433,16 @@ def shuffles(events: Path, epochs: dict[str, list[float]]) -> dict[str, Any]:
     for eid, info in sorted(executions.items(), key=lambda kv: kv[1]["time"]):
         records, nbytes = by_execution.get(eid, [0, 0])
         if records or info["exchanges"]:
-            queries.append({"phase": phase_of(info["time"]), "execution": eid,
-                            "shuffle_records": records, "shuffle_bytes": nbytes,
-                            "exchanges": info["exchanges"], "broadcasts": info["broadcasts"]})
+            queries.append(
+                {
+                    "phase": phase_of(info["time"]),
+                    "execution": eid,
+                    "shuffle_records": records,
+                    "shuffle_bytes": nbytes,
+                    "exchanges": info["exchanges"],
+                    "broadcasts": info["broadcasts"],
+                }
+            )
     return {"by_phase": by_phase, "queries": queries}
 
 
@@ -445,6 +481,15 @@ def _ratio(spark: float | None, duck: float | None) -> str:
     return f"{ratio:.3g} ({ratio:,.1f}x slower)"
 
 
+def _error_name(error: str) -> str:
+    """The first exception a traceback names beyond py4j's wrapper (e.g. Spark's OOM)."""
+    import re
+
+    names = [n.rsplit(".", 1)[-1] for n in re.findall(r"([\w.]*(?:Error|Exception))\b", error)]
+    inner = [n for n in names if "Py4J" not in n and n not in ("SparkException", "Exception")]
+    return inner[0] if inner else (names[-1] if names else "error")
+
+
 def _mib(value: int | None) -> str:
     return "-" if not value else f"{value / 2**20:,.0f}"
 
@@ -454,16 +499,26 @@ def rows(results: dict[int, dict[str, Any]]) -> list[dict[str, str]]:
     labels = [
         ("refresh", "refresh_sync (DuckDB: mirror the store, one time; Spark: nothing)"),
         ("session", "local_session(2) (JVM start)"),
-        ("history", "SparkHistory(...) (schemas; nothing read)"),
-        ("analyze 1", "analyze_execution_patterns, 1st call (Spark: + preparing the steps)"),
+        ("history", "SparkHistory(...) (schemas only; nothing is read)"),
+        ("analyze 1", "analyze_execution_patterns, 1st call (Spark: + preparing the tables)"),
         ("analyze 2", "analyze_execution_patterns, 2nd call"),
         ("extract 1", "extract_successful_patterns defaults, 1st call"),
         ("extract 2", "extract_successful_patterns defaults, 2nd call"),
     ]
     for n in sorted(results):
         duck, spark = results[n]["duckdb"], results[n]["spark"]
+        failed = spark.get("info", {}).get("failed") or {}
+        if "error" in spark and not failed:  # runs from before "failed" was recorded
+            missing = [p for p, _ in labels if p in duck["times"] and p not in spark["times"]
+                       and p != "refresh"]  # fmt: skip
+            failed = {"phase": missing[0]} if missing else {}
         for phase, label in labels:
             d, s = duck["times"].get(phase), spark["times"].get(phase)
+            spark_text = seconds(s)
+            if failed.get("phase") == phase:
+                after = failed.get("after_s")
+                spark_text = f"FAILED: {_error_name(spark['error'])}" + (
+                    f" after {seconds(after)}" if after else "")  # fmt: skip
             if d is None and s is None:
                 continue
             dpeak = duck.get("peaks", {}).get(phase, {})
@@ -474,7 +529,7 @@ def rows(results: dict[int, dict[str, Any]]) -> list[dict[str, str]]:
                 "measurement": label,
                 "DuckDB": seconds(d),
                 "DuckDB MiB": _mib(dpeak.get("python")),
-                "Spark": seconds(s),
+                "Spark": spark_text,
                 "Spark Python MiB": _mib(speak.get("python")),
                 "Spark JVM MiB": _mib(speak.get("jvm")),
                 "rows collected (calls)": f"{tally['rows']:,} ({tally['calls']})" if tally
@@ -492,10 +547,13 @@ def summary(results: dict[int, dict[str, Any]]) -> list[dict[str, str]]:
         total_rows = sum(t["rows"] for t in collected.values())
         total_calls = sum(t["calls"] for t in collected.values())
         total_bytes = sum(t["bytes"] for t in collected.values())
+        rows_text = (f"{total_rows:,} ({total_calls}, {total_bytes / 2**20:,.1f} MiB)"
+                     if collected else "-")  # fmt: skip
         python = spark.get("python_vmhwm")
         jvm = spark.get("info", {}).get("jvm_vmhwm") or spark.get("peaks", {}).get(
             "all", {}).get("jvm")  # fmt: skip
-        xmx = spark.get("info", {}).get("jvm_xmx") or "?"
+        info = spark.get("info", {})
+        xmx = info.get("jvm_xmx") or info.get("driver_memory") or "?"
         target = "-" if python is None else (
             "met" if python <= PEAK_TARGET_BYTES else "NOT MET")  # fmt: skip
         problems = results[n]["agreement"]
@@ -504,13 +562,13 @@ def summary(results: dict[int, dict[str, Any]]) -> list[dict[str, str]]:
             "steps": f"{size['steps']:,}",
             "patterns": f"{spark.get('info', {}).get('patterns', '?'):,}"
             if isinstance(spark.get("info", {}).get("patterns"), int) else "-",
-            "rows collected on Spark (calls, Arrow bytes)":
-                f"{total_rows:,} ({total_calls}, {total_bytes / 2**20:,.1f} MiB)",
+            "rows collected on Spark (calls, Arrow bytes)": rows_text,
             "Spark Python peak (VmHWM)": f"{_mib(python)} MiB",
             "<= 1.5 GB": target,
             "Spark JVM peak (VmHWM)": f"{_mib(jvm)} MiB (-Xmx{xmx})",
             "DuckDB peak (VmHWM)": f"{_mib(duck.get('python_vmhwm'))} MiB",
-            "identical": "OK" if not problems else f"DIFFER ({len(problems)})",
+            "identical": "OK" if not problems else "not compared (a path failed)"
+            if problems[0].startswith("not compared") else f"DIFFER ({len(problems)})",
         })  # fmt: skip
     return lines
 
@@ -524,7 +582,9 @@ def _table(lines: list[dict[str, str]]) -> str:
     return "\n".join(text)
 
 
-def markdown(results: dict[int, dict[str, Any]], machine: dict[str, Any]) -> str:
+def markdown(
+    results: dict[int, dict[str, Any]], machine: dict[str, Any], memory: str = SPARK_MEMORY
+) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
     load = machine["load_average"]
     parts = [
@@ -534,7 +594,7 @@ def markdown(results: dict[int, dict[str, Any]], machine: dict[str, Any]) -> str
         f"at end {load['end']:.1f}.\n",
         "Histories: the suite's `make_history(n, n_agents=20, seed=0)` stores; Spark reads "
         "their `export_parquet` export. Each path runs once in a fresh Python process "
-        f"(`local_session(2)`, spark.driver.memory={SPARK_MEMORY}). MiB columns: the "
+        f"(`local_session(2)`, spark.driver.memory={memory}). MiB columns: the "
         "peak RSS sampled every 50 ms during that call (Python: the measuring process; "
         "JVM: the local Spark JVM, driver and executors in one). Rows collected: what "
         "`SparkSnapshot.arrow` returned to the Python driver during the call.\n",
@@ -546,6 +606,9 @@ def markdown(results: dict[int, dict[str, Any]], machine: dict[str, Any]) -> str
     ]
     for n in sorted(results):
         problems = results[n]["agreement"]
+        if problems and problems[0].startswith("not compared"):
+            parts.append(f"- {n:,} plans: not compared (a path did not finish)")
+            continue
         parts.append(
             f"- {n:,} plans: " + ("identical (`assert_frame_equal(check_exact=False, "
             "rtol=1e-12)` on the six analysis tables and `report.patterns`)"
@@ -562,7 +625,8 @@ def markdown(results: dict[int, dict[str, Any]], machine: dict[str, Any]) -> str
         for path in ("duckdb", "spark"):
             res = r[path]
             if "error" in res:
-                parts.append(f"  - {path}: FAILED: {res['error'].strip().splitlines()[-1]}")
+                parts.append(f"  - {path}: FAILED: {_error_name(res['error'])} (the traceback "
+                             "is in the JSON)")  # fmt: skip
             collected = res.get("info", {}).get("collected")
             if collected:
                 text = "; ".join(
@@ -592,12 +656,15 @@ def machine_info(load_start: float) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     java = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)
+    commit = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "--short",
+                             "HEAD"], capture_output=True, text=True, check=False)  # fmt: skip
     return {
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "java": (java.stderr.splitlines() or ["java ?"])[0].strip(),
         "versions": versions,
+        "commit": commit.stdout.strip() or "?",
         "load_average": {"start": load_start, "end": os.getloadavg()[0]},
     }
 
@@ -607,7 +674,7 @@ def write(results: dict[int, dict[str, Any]], label: str, load_start: float,
     machine = machine_info(load_start)
     RESULTS.mkdir(parents=True, exist_ok=True)
     md, js = RESULTS / f"{label}.md", RESULTS / f"{label}.json"
-    md.write_text(markdown(results, machine))
+    md.write_text(markdown(results, machine, config["spark_memory"]))
     payload = {"machine": machine, "config": config,
                "results": {str(n): r for n, r in results.items()},
                "summary": summary(results), "rows": rows(results)}  # fmt: skip
@@ -616,31 +683,63 @@ def write(results: dict[int, dict[str, Any]], label: str, load_start: float,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.spark", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.spark",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=DEFAULT_SIZES)
     parser.add_argument("--label", help="results file name (default: spark, or partial "
                         "when --sizes is not the default)")  # fmt: skip
-    parser.add_argument("--timeout", type=float, default=3600.0,
-                        help="stop a path's process after S seconds (default 3600)")
-    parser.add_argument("--spark-extract-twice", action="store_true",
-                        help="time a second extract call on Spark too")
-    parser.add_argument("--event-log", action="store_true",
-                        help="Spark event log: shuffle records and bytes per phase and query")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="stop a path's process after S seconds (default 3600)",
+    )
+    parser.add_argument(
+        "--spark-memory", default=SPARK_MEMORY, help=f"local_session(memory=...), {SPARK_MEMORY}"
+    )
+    parser.add_argument(
+        "--spark-extract-twice", action="store_true", help="time a second extract call on Spark too"
+    )
+    parser.add_argument(
+        "--event-log",
+        action="store_true",
+        help="Spark event log: shuffle records and bytes per phase and query",
+    )
     parser.add_argument("--child", choices=["duckdb", "spark"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
     parser.add_argument("--lake", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="rewrite the Markdown of an earlier run from its JSON; no measuring",
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        data = json.loads(args.render.read_text())
+        results = {int(n): r for n, r in data["results"].items()}
+        memory = data["config"].get("spark_memory", SPARK_MEMORY)
+        args.render.with_suffix(".md").write_text(markdown(results, data["machine"], memory))
+        print(f"written to {args.render.with_suffix('.md')}")
+        return 0
     if args.child:
         return child_main(args)
     label = args.label or ("spark" if args.sizes == DEFAULT_SIZES else "partial")
     load_start = os.getloadavg()[0]
     key = histories.cache_key()
-    config = {"sizes": args.sizes, "spark_memory": SPARK_MEMORY, "key": key,
-              "timeout_s": args.timeout, "spark_extract_twice": args.spark_extract_twice,
-              "event_log": args.event_log}
+    config = {
+        "sizes": args.sizes,
+        "spark_memory": args.spark_memory,
+        "key": key,
+        "timeout_s": args.timeout,
+        "spark_extract_twice": args.spark_extract_twice,
+        "event_log": args.event_log,
+    }
     results: dict[int, dict[str, Any]] = {}
     failed = False
     for n in args.sizes:
