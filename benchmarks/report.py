@@ -292,9 +292,9 @@ class Report:
         lines = [
             f"# metalearn benchmark suite\n\n{self._preamble()}\n",
             "## Results\n",
-            _table(self.rows()),
+            markdown_table(self.rows()),
             "\n## Targets at 1,000,000 plans\n",
-            _table(
+            markdown_table(
                 [
                     {
                         "target": t["target"],
@@ -411,7 +411,8 @@ class Report:
         return cls(results, agreement, data["config"], data["machine"])
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Rows of equal keys as a Markdown table (the keys its header)."""
     if not rows:
         return "(nothing measured)"
     columns = list(rows[0])

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import histories
-from benchmarks.report import VERSIONS, seconds
+from benchmarks.report import VERSIONS, markdown_table, seconds
 
 RESULTS = Path(__file__).parent / "results" / "spark"
 DEFAULT_SIZES = [1_000_000, 3_000_000]
@@ -573,15 +573,6 @@ def summary(results: dict[int, dict[str, Any]]) -> list[dict[str, str]]:
     return lines
 
 
-def _table(lines: list[dict[str, str]]) -> str:
-    if not lines:
-        return "(nothing measured)"
-    columns = list(lines[0])
-    text = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    text += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in lines]
-    return "\n".join(text)
-
-
 def markdown(
     results: dict[int, dict[str, Any]], machine: dict[str, Any], memory: str = SPARK_MEMORY
 ) -> str:
@@ -599,9 +590,9 @@ def markdown(
         "JVM: the local Spark JVM, driver and executors in one). Rows collected: what "
         "`SparkSnapshot.arrow` returned to the Python driver during the call.\n",
         "## Summary\n",
-        _table(summary(results)),
+        markdown_table(summary(results)),
         "\n## Calls\n",
-        _table(rows(results)),
+        markdown_table(rows(results)),
         "\n## Agreement\n",
     ]
     for n in sorted(results):
@@ -763,9 +754,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  identical: {'OK' if not problems else problems[0]}", flush=True)
         md, js = write(results, label, load_start, config)
     print()
-    print(_table(summary(results)))
+    print(markdown_table(summary(results)))
     print()
-    print(_table(rows(results)))
+    print(markdown_table(rows(results)))
     print(f"\nwritten to {md} and {js}")
     return 1 if failed else 0
 
