@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from numpy.typing import NDArray
 
 from metalearn import _queries as q
 from metalearn._queries import Window
@@ -19,7 +22,26 @@ from metalearn._results import (
 from metalearn._stats import low_n, wilson_interval
 from metalearn._warehouse import Snapshot
 
-__all__ = ["analyze", "analyze_groups", "with_rates", "with_rates_flagged"]
+__all__ = [
+    "Queryable",
+    "analyze",
+    "analyze_groups",
+    "tool_names",
+    "with_rates",
+    "with_rates_flagged",
+]
+
+
+class Queryable(Protocol):
+    """What runs an analysis query: a warehouse ``Snapshot``, or a ``SparkSnapshot``."""
+
+    def arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run a query; the result as an Arrow table."""
+
+
+def tool_names(snapshot: Queryable) -> NDArray[np.object_]:
+    """Every tool's name, at the position of its ``tool_id``."""
+    return np.array(snapshot.arrow(q.TOOLS).column("tool").to_pylist(), dtype=object)
 
 
 def with_rates(frame: pd.DataFrame) -> pd.DataFrame:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from metalearn import _queries as q
+from metalearn._analysis import tool_names
 from metalearn._queries import ChangeOptions, Window
 from metalearn._results import CHANGE_BIN_COLUMNS, CHANGE_COLUMNS, ChangeReport
 from metalearn._stats import ChangePoint, benjamini_hochberg, change_point_test
@@ -98,7 +99,7 @@ def detect_changes(snapshot: Snapshot, window: Window, options: ChangeOptions) -
     bins = snapshot.frame(window.sql(q.CHANGE_BINS[options.by]), params)
     group = bins["group"]
     if options.by == "tool":  # counted by tool id: names are looked up once, here
-        names = snapshot.arrow(q.TOOLS).column("tool").to_numpy(zero_copy_only=False)
+        names = tool_names(snapshot)
         group = pd.Series(names[group.to_numpy(np.int64)], index=bins.index)
     bins = bins.assign(group=group.astype("str"), first_at=_utc(bins["first_at"]),
                        last_at=_utc(bins["last_at"]))  # fmt: skip

@@ -26,7 +26,6 @@ class ExternalHistory(abc.ABC):
     """What a service needs of a history it does not mirror (see :mod:`metalearn.spark`)."""
 
     engine_name = "external"
-    watermark = 0
 
     def refresh(self, interrupt: Interrupt | None = None) -> int:
         """Nothing to mirror: the engine reads the history where it is. Returns 0."""

@@ -24,6 +24,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from metalearn import _queries as q
+from metalearn._analysis import tool_names
 from metalearn._hints import _ENDED, _ranked, _Rows, _table_frame, _tested, _Trie
 from metalearn._pattern_sql import EngineJob, QueryEngine, int_table
 from metalearn._queries import HintOptions, Window
@@ -121,15 +122,11 @@ def _children(rows: _Rows, n_tools: int, path: tuple[int, ...] | None) -> Ints:
     return keys
 
 
-def _names(engine: QueryEngine) -> NDArray[np.object_]:
-    return np.array(engine.arrow(q.TOOLS).column("tool").to_pylist(), dtype=object)
-
-
 def hint_table_on_engine(
     engine: QueryEngine, window: Window, options: HintOptions, goal_type: str | None = None
 ) -> HintTable:
     """The :class:`HintTable` of a one-group window, counted by the engine."""
-    names = _names(engine)
+    names = tool_names(engine)
     grower = _Grower(engine, window, options, goal_type, len(names))
     try:
         n_plans, n_successes = grower.totals()
@@ -158,7 +155,7 @@ def next_step_hints_on_engine(
     Only the prefix's path is grown; a rare ancestor leaves every row of the prefix under
     ``min_support``, so pruning it changes nothing.
     """
-    names = _names(engine)
+    names = tool_names(engine)
     lookup = {name: code for code, name in enumerate(names.tolist())}
     empty = _Rows(*[np.empty(0, np.int64)] * 6)
     if any(tool not in lookup for tool in prefix):  # no plan can have this prefix

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from metalearn import _queries as q
-from metalearn._analysis import with_rates
+from metalearn._analysis import tool_names, with_rates
 from metalearn._arrays import dense_codes
 from metalearn._queries import HintOptions, Window
 from metalearn._results import HINT_COLUMNS, HINT_TABLE_COLUMNS, HintTable, prefix_text
@@ -203,10 +203,6 @@ def _ranked(frame: pd.DataFrame, *keys: str) -> pd.DataFrame:
     return order.reset_index(drop=True)
 
 
-def _names(snapshot: Snapshot) -> NDArray[np.object_]:
-    return np.array(snapshot.arrow(q.TOOLS).column("tool").to_pylist(), dtype=object)
-
-
 def _read(snapshot: Snapshot, window: Window, goal_type: str | None, depth: int) -> _FirstSteps:
     params = {**window.params, "goal_type": goal_type}
     totals = snapshot.frame(window.sql(q.HINT_PLANS), params)
@@ -237,7 +233,7 @@ def hint_tables(
 ) -> dict[str | None, HintTable]:
     """The :class:`HintTable` of each group of ``window``: one query, one trie for all."""
     steps = _read(snapshot, window, goal_type, options.max_prefix)
-    names = _names(snapshot)
+    names = tool_names(snapshot)
     frame = _table_frame(_grow(steps, options, len(names)), names, options)
     tables = {}
     for index, key in enumerate(steps.groups):
@@ -261,7 +257,7 @@ def next_step_hints(
     goal_type: str | None = None,
 ) -> pd.DataFrame:
     """The hint rows of one prefix in a one-group window (columns :data:`HINT_COLUMNS`)."""
-    names = _names(snapshot)
+    names = tool_names(snapshot)
     lookup = {name: code for code, name in enumerate(names.tolist())}
     if any(tool not in lookup for tool in prefix):  # no plan can have this prefix
         return _tested(_Rows(*[np.empty(0, np.int64)] * 6), names, options.fdr)[HINT_COLUMNS]

@@ -25,6 +25,7 @@ finds. The statistics then run on the driver with the very code of the numpy pat
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -34,6 +35,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from metalearn import _queries as q
+from metalearn._analysis import Queryable, tool_names
 from metalearn._errors import InvalidArgumentError
 from metalearn._findings import PresenceCounts
 from metalearn._patterns import (
@@ -51,16 +53,13 @@ __all__ = ["EngineJob", "QueryEngine", "extract_on_engine", "int_table"]
 Ints = NDArray[np.int64]
 
 
-class QueryEngine(Protocol):
+class QueryEngine(Queryable, Protocol):
     """What the shared aggregations need of a snapshot: queries and its own temp tables.
 
     SQL is DuckDB's dialect with ``$name`` parameters; table names are the job's own.
     """
 
     through_seq: int
-
-    def arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        """Run a query; the result as an Arrow table."""
 
     def materialize(self, name: str, sql: str, params: Mapping[str, Any] | None = None) -> None:
         """Store a query's result as this job's table ``name``."""
@@ -153,7 +152,7 @@ _CONDITIONED = (
 
 def _used(sql: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """The parameters ``sql`` names (DuckDB refuses any other)."""
-    return {name: value for name, value in params.items() if f"${name}" in sql}
+    return {name: value for name, value in params.items() if re.search(rf"\${name}\b", sql)}
 
 
 def int_table(**columns: Any) -> pa.Table:
@@ -298,7 +297,7 @@ class _Miner(EngineJob):
         """``ml_pairs``: the (row of the sorted table, plan) pairs of the significant rows."""
         position = np.empty(len(order), np.int64)
         position[order] = np.arange(len(order))
-        start, parts = 0, list[str]()
+        start, parts, uploaded = 0, list[str](), list[str]()
         for level in levels:
             rows = position[start : start + level.keys.size]
             start += level.keys.size
@@ -307,9 +306,13 @@ class _Miner(EngineJob):
                 continue
             name = self.upload(f"ml_rows_{len(parts)}",
                                int_table(key=level.keys[chosen], row=rows[chosen]))  # fmt: skip
+            uploaded.append(name)
             parts.append(_PAIRS.format(kept=level.kept, rows=name))
         union = "\nUNION ALL\n".join(parts) or _NO_PAIRS
         self.materialize("ml_pairs", union)
+        # The rounds read ml_pairs only: what it was built from need not be kept.
+        for name in [*(level.kept for level in levels if level.kept), *uploaded]:
+            self.drop(name)
 
 
 def _cell_matrices(cells: pa.Table, n_strata: int) -> tuple[Ints, Ints, Ints]:
@@ -334,8 +337,7 @@ class _EngineCounts:
         self.state, self.signatures, self._versions = "ml_plans", 1, itertools.count(1)
 
     def _arrow(self, text: str, **params: Any) -> pa.Table:
-        sql = text.format(state=self.state)
-        return self.miner.engine.arrow(sql, _used(sql, params))
+        return self.miner.arrow(text.format(state=self.state), params, window=False)
 
     def contexts(self) -> tuple[Ints, Ints]:
         table = self._arrow(_CONTEXTS, signatures=self.signatures)
@@ -382,7 +384,7 @@ def extract_on_engine(
     engine: QueryEngine, window: Window, options: PatternOptions
 ) -> PatternReport:
     """The :class:`PatternReport` of a one-group window, counted by the engine."""
-    names = np.array(engine.arrow(q.TOOLS).column("tool").to_pylist(), dtype=object)
+    names = tool_names(engine)
     miner = _Miner(engine, window, options, len(names))
     try:
         strata = miner.strata()

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from metalearn import _queries as q
-from metalearn._analysis import with_rates
+from metalearn._analysis import tool_names, with_rates
 from metalearn._arrays import dense_codes, first_occurrences
 from metalearn._findings import Presence, PresenceCounts, findings
 from metalearn._queries import PatternOptions, Window
@@ -638,7 +638,7 @@ def extract_groups(
     )
     steps = _Steps.read(snapshot.arrow(window.sql(q.PATTERN_STEPS), window.params),
                         window.per_agent)  # fmt: skip
-    names = np.array(snapshot.arrow(q.TOOLS).column("tool").to_pylist(), dtype=object)
+    names = tool_names(snapshot)
     reports = {}
     for key in window.groups:
         strata = plans.of(key, window.per_agent, steps)

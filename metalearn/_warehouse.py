@@ -207,6 +207,15 @@ def _scalar(cursor: duckdb.DuckDBPyConnection, sql: str) -> Any:
     return rows[0][0] if rows else None
 
 
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """A query stopped by ``Snapshot.interrupt`` raises :class:`AnalysisInterrupted`."""
+    try:
+        yield
+    except duckdb.InterruptException as error:
+        raise AnalysisInterrupted("the analysis query was interrupted") from error
+
+
 class Snapshot:
     """One job's consistent, read-only view of the warehouse (its own DuckDB cursor).
 
@@ -226,18 +235,14 @@ class Snapshot:
 
         A query stopped by :meth:`interrupt` raises :class:`AnalysisInterrupted`.
         """
-        try:
+        with _interruptible():
             table: pa.Table = self._cursor.sql(sql, params=dict(params or {})).to_arrow_table()
-        except duckdb.InterruptException as error:
-            raise AnalysisInterrupted("the analysis query was interrupted") from error
         return table
 
     def materialize(self, name: str, sql: str, params: Mapping[str, Any] | None = None) -> None:
         """Store a query's result as a temporary table of this snapshot's cursor."""
-        try:
+        with _interruptible():
             self._cursor.execute(f"CREATE TEMP TABLE {name} AS {sql}", dict(params or {}))
-        except duckdb.InterruptException as error:
-            raise AnalysisInterrupted("the analysis query was interrupted") from error
 
     def upload(self, name: str, table: pa.Table) -> None:
         """Make an Arrow table queryable as ``name`` by this snapshot's cursor."""
