@@ -339,7 +339,7 @@ class SparkSnapshot:
     """One job's view of a :class:`SparkHistory`: its own session, views and job group.
 
     The query engine of :mod:`metalearn._pattern_sql`: :meth:`arrow` runs a DuckDB-dialect
-    query, :meth:`materialize` keeps a result on the cluster (persisted), :meth:`upload`
+    query, :meth:`materialize` keeps a result on the cluster (checkpointed), :meth:`upload`
     sends a small driver table, :meth:`drop` forgets one.
     """
 
@@ -392,7 +392,7 @@ class SparkSnapshot:
         return self.arrow(sql, params).to_pandas()
 
     def materialize(self, name: str, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        """Keep a query's result on the cluster (memory, spilling to disk) as ``name``."""
+        """Keep a query's result on the cluster (:meth:`checkpoint`) as ``name``."""
         frame = self.checkpoint(self._session.sql(to_spark_sql(sql, params)))
         self._tables[name] = frame
         frame.createOrReplaceTempView(name)
@@ -414,7 +414,7 @@ class SparkSnapshot:
         self._context.cancelJobGroup(self._group)
 
     def close(self) -> None:
-        """Unpersist what the job kept on the cluster."""
+        """Free what the job kept on the cluster."""
         for name in list(self._tables):
             self.drop(name)
 
@@ -460,7 +460,8 @@ class SparkHistory(ExternalHistory):
                 f"global_temp.{self._view(table + '_source')}"
             )
         self._kept: list[DataFrame] = []
-        self._lock = threading.Lock()
+        self._preparing = threading.Lock()
+        self._lock = threading.Lock()  # guards _running only
         self._running: set[SparkSnapshot] = set()
         self._groups = itertools.count(1)
         self._closed = False
@@ -475,7 +476,7 @@ class SparkHistory(ExternalHistory):
         """Once, in the first analysis (its job group, so it can be cancelled): check that
         plan ids are unique (they are the plans' key), then compute the warehouse's tables
         and keep them on the cluster."""
-        with self._lock:
+        with self._preparing:  # not self._lock: cancel() must reach a preparing job
             if self._kept:
                 return
             counted = self._sources["plans"].groupBy("plan_id").count()
@@ -489,12 +490,19 @@ class SparkHistory(ExternalHistory):
                     field="plan_id",
                     table="plans",
                 )
-            plans = job.checkpoint(_prepared_plans(self._sources["plans"]))
-            tools = job.checkpoint(_prepared_tools(self._sources["steps"]))
-            steps = job.checkpoint(_prepared_steps(self._sources["steps"], plans, tools))
-            for name, frame in (("plans", plans), ("steps", steps), ("tools", tools)):
+            kept: list[DataFrame] = []
+            try:  # a cancelled preparation leaves nothing behind; the next analysis redoes it
+                kept.append(job.checkpoint(_prepared_plans(self._sources["plans"])))
+                kept.append(job.checkpoint(_prepared_tools(self._sources["steps"])))
+                plans, tools = kept
+                kept.append(job.checkpoint(_prepared_steps(self._sources["steps"], plans, tools)))
+            except BaseException:
+                for frame in kept:
+                    _release(frame)
+                raise
+            for name, frame in zip(("plans", "tools", "steps"), kept, strict=True):
                 frame.createOrReplaceGlobalTempView(self._view(name))
-            self._kept = [plans, tools, steps]
+            self._kept = kept
 
     @contextmanager
     def snapshot(self) -> Iterator[SparkSnapshot]:
@@ -521,7 +529,7 @@ class SparkHistory(ExternalHistory):
             snapshot.interrupt()
 
     def close(self) -> None:
-        """Cancel running jobs, unpersist the cached steps and drop the global views."""
+        """Cancel running jobs, free the prepared tables and drop the global views."""
         if self._closed:
             return
         self._closed = True

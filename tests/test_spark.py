@@ -268,6 +268,37 @@ def test_close_cancels_running_spark_jobs(histories: dict[str, Any]) -> None:
     assert not context.statusTracker().getActiveJobsIds()
 
 
+def test_close_cancels_the_preparation_and_the_history_stays_usable(
+    spark: Any, synthetic_store: HistoryStore, histories: dict[str, Any], tmp_path: Path
+) -> None:
+    """The first analysis prepares the tables under its job group: closing the service
+    cancels that too (it must not wait for the preparation), and a later analysis
+    prepares again from scratch."""
+    plans, steps = _lake(synthetic_store, tmp_path)
+    history = SparkHistory(spark, plans=plans, steps=steps)
+    service = MetaLearningService(history, max_workers=1)
+    context = spark.sparkContext
+
+    def close_when_running() -> None:
+        for _ in range(600):
+            if context.statusTracker().getActiveJobsIds():
+                break
+            time.sleep(0.05)
+        service.close()
+
+    closer = threading.Thread(target=close_when_running)
+    closer.start()
+    with pytest.raises(AnalysisInterrupted, match="cancelled"):
+        asyncio.run(service.analyze_execution_patterns(time_range_days=None))
+    closer.join()
+    assert not history._kept  # stopped while preparing, and nothing of it kept
+    local, _ = histories["synthetic"]
+    with MetaLearningService(history) as again:
+        got = again.analyze_execution_patterns_sync(time_range_days=None)
+    history.close()
+    same_analysis(local.analyze_execution_patterns_sync(time_range_days=None), got)
+
+
 # -- bad setups: typed errors that say what to do -----------------------------------------
 
 
