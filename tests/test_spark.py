@@ -239,6 +239,21 @@ def test_dataframes_and_tables_in_another_time_zone(
     same_analysis(tau.analyze_execution_patterns_sync(time_range_days=None), got)
 
 
+def closing_when_running(service: MetaLearningService, context: Any) -> threading.Thread:
+    """A started thread that closes ``service`` once a Spark job runs (or after 30 s)."""
+
+    def close_when_running() -> None:
+        for _ in range(600):
+            if context.statusTracker().getActiveJobsIds():
+                break
+            time.sleep(0.05)
+        service.close()
+
+    closer = threading.Thread(target=close_when_running)
+    closer.start()
+    return closer
+
+
 def test_close_cancels_running_spark_jobs(histories: dict[str, Any]) -> None:
     """Closing the service cancels the running job group: the analysis raises at once."""
     _, remote = histories["synthetic"]
@@ -251,15 +266,7 @@ def test_close_cancels_running_spark_jobs(histories: dict[str, Any]) -> None:
             time_range_days=None, max_length=6, min_support=2, max_gap=3
         )
 
-    def close_when_running() -> None:
-        for _ in range(600):
-            if context.statusTracker().getActiveJobsIds():
-                break
-            time.sleep(0.05)
-        service.close()
-
-    closer = threading.Thread(target=close_when_running)
-    closer.start()
+    closer = closing_when_running(service, context)
     started = time.monotonic()
     with pytest.raises(AnalysisInterrupted, match="cancelled"):
         asyncio.run(run())
@@ -279,15 +286,7 @@ def test_close_cancels_the_preparation_and_the_history_stays_usable(
     service = MetaLearningService(history, max_workers=1)
     context = spark.sparkContext
 
-    def close_when_running() -> None:
-        for _ in range(600):
-            if context.statusTracker().getActiveJobsIds():
-                break
-            time.sleep(0.05)
-        service.close()
-
-    closer = threading.Thread(target=close_when_running)
-    closer.start()
+    closer = closing_when_running(service, context)
     with pytest.raises(AnalysisInterrupted, match="cancelled"):
         asyncio.run(service.analyze_execution_patterns(time_range_days=None))
     closer.join()
